@@ -1,0 +1,204 @@
+"""Compiling fusion patterns into the native automaton.
+
+A pattern set (reversed nested-tuple patterns, in priority order) is interned
+into integer codes and handed to :class:`pyfuse._core.Automaton` once; the result
+is cached by the pattern tuple, so every backend config with the same patterns
+shares one automaton.
+
+## Encoding
+- *labels* name what a graph node is: ``0`` nothing any pattern names, then one
+  label per module class, per function (by identity, as the reference's ``is``
+  test) and per method name that occurs as a pattern head.
+- *sub-patterns* are hash-consed by Python equality and listed children first.
+  Each has a head kind (match-all, label, never, getattr) and children: the
+  pattern's elements after its head.
+- a *literal* argument of a node is encoded by the id of the sub-pattern it
+  equals (the reference's ``node == pattern`` test), or -1.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.fx import Graph, Node
+
+from . import _core
+
+__all__ = ["CompiledPatterns", "PatternError", "compile_patterns"]
+
+# Head kinds, as csrc/core/automaton.hpp numbers them.
+_MATCH_ALL, _LABEL, _NEVER, _GETATTR = 0, 1, 2, 3
+
+
+class PatternError(ValueError):
+    """A fusion pattern pyfuse cannot compile."""
+
+
+@functools.cache
+def _match_all_node() -> type:
+    from torch.ao.quantization.utils import MatchAllNode
+
+    return MatchAllNode
+
+
+def _type_before_parametrizations(module: torch.nn.Module) -> type:
+    from torch.nn.utils.parametrize import type_before_parametrizations
+
+    return type_before_parametrizations(module)
+
+
+@dataclass(frozen=True)
+class Flat:
+    """A graph flattened for matching."""
+
+    graph: _core.FlatGraph
+    nodes: list[Node]
+    modules: list[torch.nn.Module | None]
+    get_attrs: list[int]
+
+
+class CompiledPatterns:
+    """An immutable, compiled pattern set: interning tables plus the automaton."""
+
+    def __init__(self, patterns: Sequence[Any]) -> None:
+        self.patterns: tuple[Any, ...] = tuple(patterns)
+        match_all = _match_all_node()
+        self._sub_ids: dict[Any, int] = {}
+        self._module_labels: dict[type, int] = {}
+        self._func_labels: dict[Any, int] = {}
+        self._method_labels: dict[str, int] = {}
+        self._label_is_module: list[int] = [0]  # label 0: names nothing
+        head: list[int] = []
+        label: list[int] = []
+        check_args: list[int] = []
+        child_off: list[int] = [0]
+        child: list[int] = []
+
+        def new_label(is_module: bool) -> int:
+            self._label_is_module.append(int(is_module))
+            return len(self._label_is_module) - 1
+
+        def head_of(entry: Any, where: Any) -> tuple[int, int]:
+            if isinstance(entry, tuple):
+                raise PatternError(
+                    f"pattern {where!r}: a nested tuple as a pattern head is not "
+                    "supported (the head must be a module class, function, method "
+                    "name or MatchAllNode)"
+                )
+            if isinstance(entry, type) and issubclass(entry, match_all):
+                if entry is not match_all:
+                    raise PatternError(
+                        f"pattern {where!r}: subclasses of MatchAllNode are not "
+                        "supported"
+                    )
+                return _MATCH_ALL, 0
+            if isinstance(entry, type) and issubclass(entry, torch.nn.Module):
+                if entry not in self._module_labels:
+                    self._module_labels[entry] = new_label(True)
+                return _LABEL, self._module_labels[entry]
+            if callable(entry):
+                if entry not in self._func_labels:
+                    self._func_labels[entry] = new_label(False)
+                return (_GETATTR if entry is getattr else _LABEL), self._func_labels[entry]
+            if isinstance(entry, str):
+                if entry not in self._method_labels:
+                    self._method_labels[entry] = new_label(False)
+                return _LABEL, self._method_labels[entry]
+            return _NEVER, 0
+
+        def intern(sub: Any, where: Any) -> int:
+            try:
+                found = self._sub_ids.get(sub)
+            except TypeError:
+                raise PatternError(f"pattern {where!r} is not hashable") from None
+            if found is not None:
+                return found
+            if isinstance(sub, tuple):
+                if not sub:
+                    raise PatternError(f"pattern {where!r} holds an empty tuple")
+                kind, lab = head_of(sub[0], where)
+                if kind == _GETATTR and len(sub) != 2:
+                    raise PatternError(
+                        f"pattern {where!r}: a getattr pattern needs exactly two "
+                        "elements, (getattr, name)"
+                    )
+                kids = [intern(c, where) for c in sub[1:]]
+            else:
+                kind, lab = head_of(sub, where)
+                if kind == _GETATTR:
+                    raise PatternError(
+                        f"pattern {where!r}: getattr must be written (getattr, name)"
+                    )
+                kids = []
+            sid = len(head)
+            head.append(kind)
+            label.append(lab)
+            check_args.append(int(bool(kids) and kind != _GETATTR))
+            child.extend(kids)
+            child_off.append(len(child))
+            self._sub_ids[sub] = sid
+            return sid
+
+        top = [intern(p, p) for p in self.patterns]
+        self.automaton = _core.Automaton(
+            head,
+            label,
+            check_args,
+            child_off,
+            child,
+            top,
+            self._label_is_module,
+            len(self._label_is_module),
+        )
+        self.has_module_heads = bool(self._module_labels)
+        self._interner = _core.Interner(
+            self._func_labels,
+            self._method_labels,
+            self._module_labels,
+            self._sub_ids,
+            self._resolve_type,
+            Node,
+        )
+
+    def _resolve_type(self, module: torch.nn.Module) -> int:
+        return self._module_labels.get(_type_before_parametrizations(module), 0)
+
+    def flatten(self, graph: Graph, root: torch.nn.Module) -> Flat:
+        flat, nodes, modules, get_attrs = self._interner.flatten(graph.nodes, root)
+        return Flat(flat, nodes, modules, get_attrs)
+
+
+_cache: dict[tuple[Hashable, ...], CompiledPatterns] = {}
+
+
+def compile_patterns(patterns: Sequence[Any]) -> CompiledPatterns:
+    """The compiled automaton for `patterns` (priority order), cached."""
+    key = tuple(patterns)
+    try:
+        return _cache[key]
+    except KeyError:
+        pass
+    except TypeError:
+        raise PatternError(f"fusion patterns must be hashable: {key!r}") from None
+    compiled = CompiledPatterns(key)
+    _cache[key] = compiled
+    return compiled
+
+
+def pattern_size(pattern: Any) -> int:
+    """Count of entries, the reference's sort key for fusion patterns."""
+    if isinstance(pattern, tuple):
+        return sum(pattern_size(p) for p in pattern)
+    return 1
+
+
+def sort_patterns(patterns: Sequence[Any]) -> list[Any]:
+    """Longest first, ties in given order; non-tuple patterns last."""
+    return sorted(
+        patterns, key=lambda p: -pattern_size(p) if isinstance(p, tuple) else 1
+    )
+
