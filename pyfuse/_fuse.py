@@ -1,0 +1,582 @@
+"""The fusion pass: match natively, build fused modules, edit the graph in place.
+
+Steps of :func:`fuse` (N nodes, F fusions):
+
+1. Plan (cached per backend config): patterns in the reference's priority order,
+   the compiled automaton, fuser methods and getters.
+2. Flatten and match: one native O(N) pass (``pyfuse._core``).
+3. Prepare every fusion, calling the backend's root-node getters, extra-input
+   getters and fuser methods. Nothing is mutated yet, so a failure here leaves
+   the model exactly as it was. Matches whose root module is also used at
+   another site in a different way are excluded and the graph is matched again
+   (the reference fuses them and silently changes the other site's result).
+4. Edit the graph in place: O(F) moves, redirects and erasures, where the
+   reference copies every node into a new graph.
+5. Build the output GraphModule around the edited graph, installing only the
+   modules the graph uses (as ``GraphModule(model, graph)`` would, without
+   mutating the input's module tree), and generate its code (or defer it).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.fx import Graph, GraphModule, Node
+
+from ._fusers import fast_fuser
+from ._match import Match, match_graph
+from ._patterns import CompiledPatterns, Flat, compile_patterns, sort_patterns
+
+__all__ = ["FuseReport", "FusionError", "GraphModuleRequired", "Skipped", "fuse", "fuse_fx"]
+
+log = logging.getLogger("pyfuse")
+
+
+class GraphModuleRequired(TypeError, AttributeError):
+    """`fuse` was given something that is not a torch.fx.GraphModule.
+
+    An AttributeError too, as the reference fails with one on such input.
+    """
+
+
+class FusionError(RuntimeError):
+    """A fusion could not be prepared; the model was left unchanged."""
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A fusion pyfuse made (or would make)."""
+
+    pattern: str
+    nodes: tuple[str, ...]
+    modules: tuple[str, ...]
+    fused_type: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A match left unfused, and why."""
+
+    pattern: str
+    nodes: tuple[str, ...]
+    reason: str
+
+
+@dataclass
+class FuseReport:
+    """What a fusion pass did: the fusions made and the matches it skipped."""
+
+    fused: list[Fused] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# 1. Plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    compiled: CompiledPatterns
+    fuser_methods: dict[Any, Callable[..., Any]]
+    configs: dict[Any, Any]
+    root_getters: dict[Any, Callable[..., Any]]
+    extra_getters: dict[Any, Callable[..., Any]]
+
+
+def _make_plan(backend_config: Any) -> _Plan:
+    from torch.ao.quantization.backend_config.utils import (
+        get_fuser_method_mapping,
+        get_fusion_pattern_to_extra_inputs_getter,
+        get_fusion_pattern_to_root_node_getter,
+    )
+
+    configs = {
+        p: c
+        for p, c in backend_config._pattern_complex_format_to_config.items()
+        if c.fuser_method is not None
+    }
+    return _Plan(
+        compile_patterns(sort_patterns(list(configs))),
+        get_fuser_method_mapping(backend_config),
+        configs,
+        get_fusion_pattern_to_root_node_getter(backend_config),
+        get_fusion_pattern_to_extra_inputs_getter(backend_config),
+    )
+
+
+@functools.cache
+def _native_plan() -> _Plan:
+    from torch.ao.quantization.backend_config import get_native_backend_config
+
+    return _make_plan(get_native_backend_config())
+
+
+_plans: dict[Any, _Plan] = {}
+
+
+def _plan_for(backend_config: Any) -> _Plan:
+    if backend_config is None:
+        return _native_plan()
+    # Keyed by content, so an equal config built again reuses the plan.
+    key = tuple(
+        (p, c.fuser_method, c._root_node_getter, c._extra_inputs_getter)
+        for p, c in backend_config._pattern_complex_format_to_config.items()
+    )
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= 32:
+            _plans.pop(next(iter(_plans)))
+        plan = _plans[key] = _make_plan(backend_config)
+    return plan
+
+
+def _configs(fuse_custom_config: Any, backend_config: Any) -> tuple[Any, Any]:
+    """The reference's handling of the config arguments, warnings included."""
+    from torch.ao.quantization.backend_config import BackendConfig
+    from torch.ao.quantization.fx.custom_config import FuseCustomConfig
+
+    if fuse_custom_config is None:
+        fuse_custom_config = FuseCustomConfig()
+    if isinstance(fuse_custom_config, dict):
+        warnings.warn(
+            "Passing a fuse_custom_config_dict to fuse is deprecated and will not be "
+            "supported in a future version. Please pass in a FuseCustomConfig instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        fuse_custom_config = FuseCustomConfig.from_dict(fuse_custom_config)
+    if isinstance(backend_config, dict):
+        warnings.warn(
+            "Passing a backend_config_dict to prepare is deprecated and will not be "
+            "supported in a future version. Please pass in a BackendConfig instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        backend_config = BackendConfig.from_dict(backend_config)
+    return fuse_custom_config, backend_config
+
+
+# ---------------------------------------------------------------------------
+# 3. Prepare
+
+
+def _default_root_node(node_pattern: Any) -> Node:
+    while not isinstance(node_pattern[-1], Node):
+        node_pattern = node_pattern[-1]
+    root: Node = node_pattern[-1]
+    return root
+
+
+class _Modules:
+    """Module lookup by dotted path through ``_modules``, with fused overrides."""
+
+    def __init__(self, root: torch.nn.Module) -> None:
+        self.root = root
+        self._cache: dict[str, torch.nn.Module | None] = {"": root}
+
+    def get(self, path: str) -> torch.nn.Module | None:
+        found = self._cache.get(path, self)
+        if found is not self:
+            return found  # type: ignore[return-value]
+        parent_path, _, name = path.rpartition(".")
+        parent = self.get(parent_path)
+        mod = None if parent is None else parent._modules.get(name)
+        self._cache[path] = mod
+        return mod
+
+    def __getitem__(self, path: str) -> torch.nn.Module:
+        mod = self.get(path)
+        if mod is None:
+            raise KeyError(path)
+        return mod
+
+
+def _pattern_name(pattern: Any) -> str:
+    """Forward-order, readable form of a reversed nested-tuple pattern."""
+
+    def name(entry: Any) -> str:
+        return getattr(entry, "__name__", None) or repr(entry)
+
+    if not isinstance(pattern, tuple):
+        return name(pattern)
+    head, *args = pattern
+    parts = [_pattern_name(a) for a in args]
+    inner = parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+    return f"{inner} -> {name(head)}" if parts else name(head)
+
+
+@dataclass
+class _Fusion:
+    match: Match
+    root_node: Node
+    extra_inputs: list[Any]
+    modules: Any  # the reference's get_modules(matched_node_pattern)
+    fuser: Callable[..., Any]
+    fused: torch.nn.Module | None = None
+
+
+def _matched_modules(node_pattern: Any, modules: _Modules, root_module: torch.nn.Module) -> Any:
+    """The reference's ``get_modules``: nodes -> modules, F.relu -> a fresh ReLU."""
+    from torch.ao.quantization.utils import MatchAllNode
+
+    relu = torch.nn.functional.relu
+
+    def convert(p: Any) -> Any:
+        if isinstance(p, (tuple, list)):
+            return tuple(convert(x) for x in p)
+        if not isinstance(p, Node):
+            return p
+        if p.op == "call_module":
+            return modules[str(p.target)]
+        if p.op == "call_function" and p.target is relu:
+            m = torch.nn.ReLU()
+            m.training = root_module.training
+            return m
+        if p.op in ("call_function", "call_method"):
+            return p.target
+        return MatchAllNode
+
+    return convert(node_pattern)
+
+
+def _matched_types(mods: Any) -> Any:
+    from torch.nn.utils.parametrize import type_before_parametrizations
+
+    if isinstance(mods, tuple):
+        return tuple(_matched_types(m) for m in mods)
+    if isinstance(mods, torch.nn.Module):
+        return type_before_parametrizations(mods)
+    return mods
+
+
+def _valid_keys(types: Any) -> Iterable[Any]:
+    """Type patterns a fuser may be registered under, MatchAllNode variants too,
+    in the order the reference's ``get_fuser_method_new`` tries them."""
+    from itertools import product
+
+    from torch.ao.quantization.utils import MatchAllNode
+
+    if isinstance(types, (tuple, list)):
+        return product(*(_valid_keys(t) for t in types))
+    return (types, MatchAllNode)
+
+
+def _fuser_for(plan: _Plan, types: Any) -> Callable[..., Any]:
+    for key in _valid_keys(types):
+        f = plan.fuser_methods.get(key)
+        if f is not None:
+            return f
+    # The reference raises AssertionError here.
+    raise AssertionError(f"did not find fuser method for: {types} ")
+
+
+def _prepare(
+    plan: _Plan, match: Match, modules: _Modules, is_qat: bool
+) -> _Fusion:
+    pattern = match.pattern
+    getter = plan.root_getters.get(pattern, _default_root_node)
+    root_node = getter(match.node_pattern)
+    extra_getter = plan.extra_getters.get(pattern)
+    extra = list(extra_getter(match.node_pattern)) if extra_getter is not None else []
+    if root_node.op != "call_module":
+        raise AssertionError("Expecting module node to be a call_module Node")
+    root_module = modules[str(root_node.target)]
+    mods = _matched_modules(match.node_pattern, modules, root_module)
+    types = _matched_types(mods)
+    fuser = fast_fuser(plan.configs.get(pattern), types, is_qat) or _fuser_for(plan, types)
+    return _Fusion(match, root_node, extra, mods, fuser)
+
+
+def _conflicts(
+    fusions: list[_Fusion], flat: Flat, modules: _Modules
+) -> list[tuple[_Fusion, str]]:
+    """Fusions whose root module is used elsewhere in a way the fusion would break.
+
+    Replacing the module at the root's path changes every other use of it, so a
+    fusion is only safe when every other call of that module is the root of a
+    fusion of the same shape (same pattern, same modules), or there is none.
+    """
+    calls: Counter[int] = Counter(id(m) for m in flat.modules if m is not None)
+    shape: dict[int, set[tuple[Any, ...]]] = {}
+    roots: Counter[int] = Counter()
+    for f in fusions:
+        mid = id(modules[str(f.root_node.target)])
+        roots[mid] += 1
+        sig = (f.match.pattern_index, *((n.op, n.target) for n in f.match.claimed))
+        shape.setdefault(mid, set()).add(sig)
+    paths = {str(f.root_node.target) for f in fusions}
+    attr_users: Counter[str] = Counter()
+    for i in flat.get_attrs:
+        target = str(flat.nodes[i].target)
+        parts = target.split(".")
+        for k in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:k])
+            if prefix in paths:
+                attr_users[prefix] += 1
+    out: list[tuple[_Fusion, str]] = []
+    for f in fusions:
+        path = str(f.root_node.target)
+        mod = modules[path]
+        mid = id(mod)
+        reason = ""
+        if calls[mid] > 1 and (calls[mid] != roots[mid] or len(shape[mid]) > 1):
+            reason = (
+                f"module {path!r} is called at {calls[mid]} sites and not every "
+                "site fuses the same way; fusing would change the other sites"
+            )
+        elif attr_users[path]:
+            reason = f"module {path!r} is also read by get_attr nodes"
+        else:
+            parts = path.split(".")
+            for k in range(1, len(parts)):
+                parent = modules.get(".".join(parts[:k]))
+                if parent is not None and calls[id(parent)]:
+                    reason = f"module {path!r} is inside module {parent_path(parts, k)!r}, which is called"
+                    break
+        if reason:
+            out.append((f, reason))
+    return out
+
+
+def parent_path(parts: list[str], k: int) -> str:
+    return ".".join(parts[:k])
+
+
+# ---------------------------------------------------------------------------
+# 4. Edit
+
+
+def _check_edits(fusions: list[_Fusion]) -> None:
+    """Every node we erase or move must be used only inside its own match."""
+    for f in fusions:
+        inside = set(f.match.claimed)
+        for n in f.match.claimed:
+            if n is f.match.last:
+                continue
+            outside = [u for u in n.users if u not in inside]
+            if outside:
+                raise FusionError(
+                    f"cannot fuse {_pattern_name(f.match.pattern)} at node "
+                    f"{f.match.last.name!r}: matched node {n.name!r} is also used by "
+                    f"{outside[0].name!r}, outside the match"
+                )
+        if f.root_node not in inside:
+            raise FusionError(
+                f"cannot fuse {_pattern_name(f.match.pattern)} at node "
+                f"{f.match.last.name!r}: the root node getter returned "
+                f"{f.root_node.name!r}, which the match does not claim"
+            )
+        erased = inside - {f.root_node}
+        for a in [*f.root_node.args, *f.root_node.kwargs.values(), *f.extra_inputs]:
+            if isinstance(a, Node) and a in erased:
+                raise FusionError(
+                    f"cannot fuse {_pattern_name(f.match.pattern)} at node "
+                    f"{f.match.last.name!r}: the fused node would use {a.name!r}, "
+                    "which the fusion removes"
+                )
+
+
+def _edit(graph: Graph, fusions: list[_Fusion]) -> None:
+    # Extra inputs first, so redirecting other fusions' last nodes updates them.
+    for f in fusions:
+        if f.extra_inputs:
+            f.root_node.args = (*f.root_node.args, *f.extra_inputs)
+    for f in fusions:
+        last, root = f.match.last, f.root_node
+        if root is not last:
+            last.prepend(root)
+            last.replace_all_uses_with(root)
+        # Walk order is top-down: every node's users inside the match go first.
+        for n in f.match.claimed:
+            if n is not root:
+                graph.erase_node(n)
+
+
+# ---------------------------------------------------------------------------
+# 5. Output
+
+
+def _build_output(
+    model: GraphModule,
+    graph: Graph,
+    replaced: dict[str, torch.nn.Module],
+    lazy: bool,
+) -> GraphModule:
+    """``GraphModule(model, graph)`` with ``replaced`` modules at their paths,
+    leaving ``model``'s own module tree untouched."""
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+    from torch.fx.graph import CodeGen
+
+    cls = _LazyGraphModule if lazy else GraphModule
+    out = cls({}, Graph())
+    if hasattr(model, "training"):
+        out.training = model.training
+    empty_module = torch.nn.Module
+    seen_from: dict[str, Any] = {}
+
+    def source(path: str, parent: Any, name: str) -> Any:
+        if path in replaced:
+            return replaced[path]
+        got = seen_from.get(path, seen_from)
+        if got is seen_from:
+            got = getattr(parent, name)
+            seen_from[path] = got
+        return got
+
+    for node in graph.nodes:
+        if node.op not in ("get_attr", "call_module"):
+            continue
+        target = node.target
+        if not isinstance(target, str):
+            raise AssertionError(f"Expected node.target to be str, got {type(target)}")
+        # torch.fx's _copy_attr, reading through `replaced`.
+        *prefix, fname = target.split(".")
+        from_mod: Any = model
+        to_mod: Any = out
+        path = ""
+        done = False
+        for item in prefix:
+            path = f"{path}.{item}" if path else item
+            f = source(path, from_mod, item)
+            t = getattr(to_mod, item, None)
+            if f is t:
+                done = True
+                break
+            if t is None:
+                t = empty_module()
+                setattr(to_mod, item, t)
+            from_mod, to_mod = f, t
+        if done:
+            continue
+        path = f"{path}.{fname}" if path else fname
+        orig = source(path, from_mod, fname)
+        if isinstance(orig, torch.Tensor) and not isinstance(orig, torch.nn.Parameter):
+            to_mod.register_buffer(fname, orig)
+        else:
+            setattr(to_mod, fname, orig)
+
+    # The reference builds a fresh Graph: default code generation, no tracer.
+    graph._codegen = CodeGen()
+    graph._tracer_cls = None
+    graph._tracer_extras = None
+    graph._co_fields = {}
+    out.graph = graph
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The pass
+
+
+def fuse(
+    model: GraphModule,
+    is_qat: bool,
+    fuse_custom_config: Any = None,
+    backend_config: Any = None,
+    *,
+    lazy: bool = False,
+    return_report: bool = False,
+) -> Any:
+    fuse_custom_config, backend_config = _configs(fuse_custom_config, backend_config)
+    if not isinstance(model, GraphModule):
+        raise GraphModuleRequired(
+            f"pyfuse.fuse expects a torch.fx.GraphModule, got {type(model).__name__}; "
+            "trace it first (torch.fx.symbolic_trace) or call pyfuse.fuse_fx"
+        )
+    plan = _plan_for(backend_config)
+    graph = model.graph
+    flat = plan.compiled.flatten(graph, model)
+    modules = _Modules(model)
+    report = FuseReport()
+    exclude: list[int] = []
+    index: dict[Node, int] | None = None
+    while True:
+        matches = match_graph(plan.compiled, flat, exclude)
+        matches.reverse()  # graph order of the last nodes, as the reference fuses
+        fusions = [_prepare(plan, m, modules, is_qat) for m in matches]
+        bad = _conflicts(fusions, flat, modules) if fusions else []
+        if not bad:
+            break
+        if index is None:
+            index = {n: i for i, n in enumerate(flat.nodes)}
+        for f, reason in bad:
+            m = f.match
+            exclude += [index[m.last], m.pattern_index]
+            skipped = Skipped(
+                _pattern_name(m.pattern), tuple(n.name for n in m.claimed), reason
+            )
+            report.skipped.append(skipped)
+            log.warning("pyfuse: not fusing %s at %s: %s", skipped.pattern, skipped.nodes, reason)
+    _check_edits(fusions)
+
+    replaced: dict[str, torch.nn.Module] = {}
+    for f in fusions:
+        try:
+            fused = f.fuser(is_qat, *f.modules)
+        except Exception as e:
+            e.add_note(
+                f"pyfuse: while fusing {_pattern_name(f.match.pattern)} at nodes "
+                f"{[n.name for n in f.match.claimed]} (the model is unchanged)"
+            )
+            raise
+        if not isinstance(fused, torch.nn.Module):
+            raise FusionError(
+                f"the fuser method for {_pattern_name(f.match.pattern)} at node "
+                f"{f.match.last.name!r} returned {type(fused).__name__}, not an nn.Module"
+            )
+        f.fused = fused
+        replaced[str(f.root_node.target)] = fused
+
+    for f in fusions:
+        report.fused.append(
+            Fused(
+                _pattern_name(f.match.pattern),
+                tuple(n.name for n in f.match.claimed),
+                tuple(str(n.target) for n in f.match.claimed if n.op == "call_module"),
+                type(f.fused).__name__,
+            )
+        )
+    _edit(graph, fusions)
+    out = _build_output(model, graph, replaced, lazy)
+    return (out, report) if return_report else out
+
+
+def fuse_fx(
+    model: torch.nn.Module,
+    fuse_custom_config: Any = None,
+    backend_config: Any = None,
+    *,
+    lazy: bool = False,
+) -> GraphModule:
+    """pyfuse's ``torch.ao.quantization.quantize_fx.fuse_fx``: trace, then fuse (eval)."""
+    from torch.ao.quantization.fx.custom_config import FuseCustomConfig
+    from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}")
+    if fuse_custom_config is None:
+        fuse_custom_config = FuseCustomConfig()
+    if isinstance(fuse_custom_config, dict):
+        warnings.warn(
+            "Passing a fuse_custom_config_dict to fuse is deprecated and will not be "
+            "supported in a future version. Please pass in a FuseCustomConfig instead.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        fuse_custom_config = FuseCustomConfig.from_dict(fuse_custom_config)
+    preserved = {
+        a: getattr(model, a)
+        for a in fuse_custom_config.preserved_attributes
+        if hasattr(model, a)
+    }
+    traced = torch.fx.symbolic_trace(model)
+    out: GraphModule = fuse(traced, False, fuse_custom_config, backend_config, lazy=lazy)
+    attach_preserved_attrs_to_model(out, preserved)
+    return out
