@@ -16,16 +16,31 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "Explanation",
     "FuseReport",
     "FusionError",
     "GraphModuleRequired",
     "Skipped",
     "__version__",
+    "explain",
     "fuse",
     "fuse_fx",
+    "patch_torch",
+    "patched",
+    "unpatch_torch",
 ]
 
+_HOME = {
+    "Explanation": "_explain",
+    "explain": "_explain",
+    "patch_torch": "_adopt",
+    "patched": "_adopt",
+    "unpatch_torch": "_adopt",
+}
+
 if TYPE_CHECKING:
+    from ._adopt import patch_torch, patched, unpatch_torch
+    from ._explain import Explanation, explain
     from ._fuse import (
         FuseReport,
         FusionError,
@@ -38,9 +53,10 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in __all__ and name != "__version__":
-        from . import _fuse
+        import importlib
 
-        return getattr(_fuse, name)
+        home = importlib.import_module("." + _HOME.get(name, "_fuse"), __name__)
+        return getattr(home, name)
     raise AttributeError(f"module 'pyfuse' has no attribute {name!r}")
 
 

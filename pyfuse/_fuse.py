@@ -268,11 +268,12 @@ def _valid_keys(types: Any) -> Iterable[Any]:
     return (types, MatchAllNode)
 
 
-def _fuser_for(plan: _Plan, types: Any) -> Callable[..., Any]:
+def _fuser_for(plan: _Plan, types: Any, is_qat: bool) -> Callable[..., Any]:
+    """The backend's fuser method for matched `types` (or pyfuse's equivalent)."""
     for key in _valid_keys(types):
         f = plan.fuser_methods.get(key)
         if f is not None:
-            return f
+            return fast_fuser(plan.configs.get(key), is_qat) or f
     # The reference raises AssertionError here.
     raise AssertionError(f"did not find fuser method for: {types} ")
 
@@ -290,7 +291,7 @@ def _prepare(
     root_module = modules[str(root_node.target)]
     mods = _matched_modules(match.node_pattern, modules, root_module)
     types = _matched_types(mods)
-    fuser = fast_fuser(plan.configs.get(pattern), types, is_qat) or _fuser_for(plan, types)
+    fuser = _fuser_for(plan, types, is_qat)
     return _Fusion(match, root_node, extra, mods, fuser)
 
 
@@ -475,26 +476,13 @@ def _build_output(
 # The pass
 
 
-def fuse(
-    model: GraphModule,
-    is_qat: bool,
-    fuse_custom_config: Any = None,
-    backend_config: Any = None,
-    *,
-    lazy: bool = False,
-    return_report: bool = False,
-) -> Any:
-    fuse_custom_config, backend_config = _configs(fuse_custom_config, backend_config)
-    if not isinstance(model, GraphModule):
-        raise GraphModuleRequired(
-            f"pyfuse.fuse expects a torch.fx.GraphModule, got {type(model).__name__}; "
-            "trace it first (torch.fx.symbolic_trace) or call pyfuse.fuse_fx"
-        )
-    plan = _plan_for(backend_config)
-    graph = model.graph
-    flat = plan.compiled.flatten(graph, model)
+def _analyze(
+    model: GraphModule, is_qat: bool, plan: _Plan, report: FuseReport
+) -> tuple[Flat, list[_Fusion]]:
+    """Steps 2-3: the fusions to make, with skipped matches recorded in `report`.
+    Mutates nothing."""
+    flat = plan.compiled.flatten(model.graph, model)
     modules = _Modules(model)
-    report = FuseReport()
     exclude: list[int] = []
     index: dict[Node, int] | None = None
     while True:
@@ -503,7 +491,7 @@ def fuse(
         fusions = [_prepare(plan, m, modules, is_qat) for m in matches]
         bad = _conflicts(fusions, flat, modules) if fusions else []
         if not bad:
-            break
+            return flat, fusions
         if index is None:
             index = {n: i for i, n in enumerate(flat.nodes)}
         for f, reason in bad:
@@ -513,9 +501,14 @@ def fuse(
                 _pattern_name(m.pattern), tuple(n.name for n in m.claimed), reason
             )
             report.skipped.append(skipped)
-            log.warning("pyfuse: not fusing %s at %s: %s", skipped.pattern, skipped.nodes, reason)
-    _check_edits(fusions)
+            log.warning(
+                "pyfuse: not fusing %s at %s: %s", skipped.pattern, skipped.nodes, reason
+            )
 
+
+def _call_fusers(fusions: list[_Fusion], is_qat: bool, report: FuseReport) -> dict[str, torch.nn.Module]:
+    """Fused module per root module path; the last fusion at a path wins, as in
+    the reference. Mutates nothing the caller owns."""
     replaced: dict[str, torch.nn.Module] = {}
     for f in fusions:
         try:
@@ -533,18 +526,68 @@ def fuse(
             )
         f.fused = fused
         replaced[str(f.root_node.target)] = fused
-
-    for f in fusions:
         report.fused.append(
             Fused(
                 _pattern_name(f.match.pattern),
                 tuple(n.name for n in f.match.claimed),
                 tuple(str(n.target) for n in f.match.claimed if n.op == "call_module"),
-                type(f.fused).__name__,
+                type(fused).__name__,
             )
         )
-    _edit(graph, fusions)
-    out = _build_output(model, graph, replaced, lazy)
+    return replaced
+
+
+def _require_graph_module(model: Any) -> GraphModule:
+    if not isinstance(model, GraphModule):
+        raise GraphModuleRequired(
+            f"pyfuse.fuse expects a torch.fx.GraphModule, got {type(model).__name__}; "
+            "trace it first (torch.fx.symbolic_trace) or call pyfuse.fuse_fx"
+        )
+    return model
+
+
+def fuse(
+    model: GraphModule,
+    is_qat: bool,
+    fuse_custom_config: Any = None,
+    backend_config: Any = None,
+    *,
+    lazy: bool = False,
+    return_report: bool = False,
+) -> Any:
+    """Fuse `model` as ``torch.ao.quantization.fx.fuse.fuse`` does.
+
+    Args:
+        model: a GraphModule (e.g. from ``torch.fx.symbolic_trace``). Its graph is
+            reused by the output, as the reference reuses its modules: pass a copy
+            if you still need the input.
+        is_qat: fuse for quantization-aware training (e.g. ConvBnReLU2d) instead
+            of folding BatchNorm (eval).
+        fuse_custom_config: a FuseCustomConfig or its dict form (deprecated).
+        backend_config: a BackendConfig or its dict form (deprecated); default
+            torch's native backend config.
+        lazy: generate the output's code on first use (``_LazyGraphModule``).
+        return_report: also return a :class:`FuseReport`.
+
+    Returns:
+        The fused GraphModule, or ``(GraphModule, FuseReport)``.
+
+    Raises:
+        GraphModuleRequired: `model` is not a GraphModule.
+        FusionError: a fusion cannot be applied; the model is unchanged. Errors
+            from fuser methods and getters propagate with a note naming the
+            match, and leave the model unchanged too.
+    """
+    fuse_custom_config, backend_config = _configs(fuse_custom_config, backend_config)
+    model = _require_graph_module(model)
+    plan = _plan_for(backend_config)
+    report = FuseReport()
+    _, fusions = _analyze(model, is_qat, plan, report)
+    _check_edits(fusions)
+    replaced = _call_fusers(fusions, is_qat, report)
+    # Nothing above mutated the model; from here on nothing can fail on user input.
+    _edit(model.graph, fusions)
+    out = _build_output(model, model.graph, replaced, lazy)
     return (out, report) if return_report else out
 
 

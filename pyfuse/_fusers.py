@@ -1,4 +1,13 @@
-"""Replacements for torch's default fuser methods where torch's are wrong.
+"""Faster, bit-identical replacements for torch's default eval fuser methods,
+and fixes where torch's are wrong.
+
+torch's ``fuse_conv_bn_eval`` deep-copies the conv (cloning its weight) and then
+overwrites weight and bias with the folded ones. pyfuse copies the module shell
+instead (fresh ``__dict__`` containers, nothing shared with the original that
+could be mutated) and folds with torch's own ``fuse_conv_bn_weights`` on the
+original tensors: the same operations on the same values, so the same bits.
+Modules with buffers, submodules (e.g. parametrizations) or attributes of
+unknown types take torch's path.
 
 torch's ``fuse_convtranspose_bn`` folds BatchNorm into a grouped ConvTranspose
 with the wrong weight layout (it raises a size mismatch), and
@@ -75,29 +84,100 @@ def _linear_bn_no_affine(linear: torch.nn.Linear, bn: torch.nn.modules.batchnorm
     return fused
 
 
-def fast_fuser(config: Any, types: Any, is_qat: bool) -> Callable[..., Any] | None:
-    """pyfuse's fuser for a match, or None to use the backend's own.
+_IMMUTABLE = (int, float, bool, str, bytes, tuple, type(None), torch.dtype, torch.device)
+
+
+def _shell_copy(module: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy sharing no mutable state with `module`, except its parameters
+    (which the caller replaces); None if `module` is not simple enough."""
+    if module._buffers or module._modules:
+        return None
+    state: dict[str, Any] = {}
+    for k, v in module.__dict__.items():
+        if k == "_parameters" or isinstance(v, (dict, list, set)):
+            if any(not isinstance(x, (*_IMMUTABLE, torch.nn.Parameter)) and not callable(x)
+                   for x in (v.values() if isinstance(v, dict) else v)):
+                return None
+            state[k] = v.copy()
+        elif isinstance(v, _IMMUTABLE):
+            state[k] = v
+        else:
+            return None
+    clone = module.__class__.__new__(module.__class__)
+    clone.__dict__.update(state)
+    return clone
+
+
+def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Module:
+    """torch.nn.utils.fusion.fuse_conv_bn_eval, without the deep copy."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
+
+    fused = _shell_copy(conv) if type(conv) in _CONV_TYPES else None
+    if fused is None or conv.training or bn.training or bn.running_mean is None:
+        return fuse_conv_bn_eval(conv, bn, transpose)
+    fused.weight, fused.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
+        bn.bias, transpose,
+    )
+    return fused
+
+
+_CONV_TYPES = (
+    torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+    torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d,
+)
+
+
+def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
+    """pyfuse's equivalent of a backend fuser method, or None to call the backend's.
 
     Args:
-        config: the BackendPatternConfig of the matched pattern.
-        types: the matched module types (reversed nested-tuple form).
-        is_qat: whether fusing for QAT.
+        config: the BackendPatternConfig whose fuser method the reference would call.
+        is_qat: whether fusing for QAT (always the backend's own fuser).
     """
     if config is None or is_qat or config._pattern_complex_format is not None:
         return None
+    import torch.ao.nn.intrinsic as nni
     from torch.ao.quantization.fuser_method_mappings import (
+        fuse_conv_bn,
+        fuse_conv_bn_relu,
         fuse_convtranspose_bn,
         fuse_linear_bn,
     )
 
     method = config.fuser_method
     original = None
-    if method is fuse_convtranspose_bn:
+    if method is fuse_conv_bn:
+
+        def fuser(is_qat: bool, bn: Any, conv: Any) -> Any:
+            if conv.training != bn.training:
+                return fuse_conv_bn(is_qat, conv, bn)  # raises as torch does
+            return _conv_bn_eval(conv, bn)
+
+        original = fuser
+    elif method is fuse_conv_bn_relu:
+        relu_types = {
+            torch.nn.Conv1d: nni.ConvReLU1d,
+            torch.nn.Conv2d: nni.ConvReLU2d,
+            torch.nn.Conv3d: nni.ConvReLU3d,
+        }
+
+        def fuser(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
+            bn, conv = bn_conv
+            cls = relu_types.get(type(conv))
+            if cls is None or not (conv.training == bn.training == relu.training):
+                return fuse_conv_bn_relu(is_qat, conv, bn, relu)
+            return cls(_conv_bn_eval(conv, bn), relu)
+
+        original = fuser
+    elif method is fuse_convtranspose_bn:
 
         def fuser(is_qat: bool, bn: Any, convt: Any) -> Any:
             if getattr(convt, "groups", 1) > 1:
                 return _grouped_convtranspose_bn(convt, bn)
-            return fuse_convtranspose_bn(is_qat, convt, bn)
+            if convt.training != bn.training:
+                return fuse_convtranspose_bn(is_qat, convt, bn)
+            return _conv_bn_eval(convt, bn, transpose=True)
 
         original = fuser
     elif method is fuse_linear_bn:
