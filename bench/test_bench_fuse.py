@@ -33,9 +33,7 @@ def _bench_fuse(
 ) -> None:
     wl = W.make_workload(kind, n_blocks, qat=qat)
     benchmark.group = f"fuse-{kind}-{wl.nodes}"
-    benchmark.extra_info.update(
-        nodes=wl.nodes, fusions=wl.expected_fusions, is_qat=qat
-    )
+    benchmark.extra_info.update(nodes=wl.nodes, fusions=wl.expected_fusions, is_qat=qat)
     cfg = wl.backend_config()
     if impl == "reference":
         fuse: Callable[..., Any] = request.getfixturevalue("reference_fuse")
@@ -61,9 +59,7 @@ def _bench_fuse(
 
     assert W.count_fusions(out, snapshots[0]) == wl.expected_fusions
     assert W.node_count(out) == wl.expected_nodes_after
-    codes: dict[tuple[str, int, bool], str] = request.getfixturevalue(
-        "reference_codes"
-    )
+    codes: dict[tuple[str, int, bool], str] = request.getfixturevalue("reference_codes")
     if impl == "reference":
         codes[(wl.kind, wl.n_blocks, wl.is_qat)] = out.code
     else:

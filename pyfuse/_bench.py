@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import signal
@@ -36,6 +37,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch.fx import GraphModule
@@ -125,7 +127,7 @@ def _deadline(seconds: float | None) -> Iterator[None]:
         yield
         return
 
-    def on_alarm(signum: int, frame: object) -> None:
+    def on_alarm(_signum: int, _frame: object) -> None:
         raise _Timeout
 
     old = signal.signal(signal.SIGALRM, on_alarm)
@@ -195,7 +197,7 @@ def _check(
     wl: W.Workload,
     out: GraphModule,
     before: dict[str, Any],
-    ref_code: str | None,
+    expected_code: tuple[str, str] | None,
 ) -> int:
     """Check one output; record problems in ``row.errors``; return its fusions."""
     n = W.count_fusions(out, before)
@@ -206,9 +208,17 @@ def _check(
         row.errors.append(
             f"{what}: {nodes} nodes after fusion, expected {wl.expected_nodes_after}"
         )
-    if ref_code is not None and out.code != ref_code:
-        row.errors.append(f"{what}: .code differs from the reference's")
+    if expected_code is not None and out.code != expected_code[1]:
+        row.errors.append(f"{what}: .code differs from {expected_code[0]}'s")
     return n
+
+
+def _expected(ref_code: str | None, py_code: str | None) -> tuple[str, str] | None:
+    if ref_code is not None:
+        return ("the reference", ref_code)
+    if py_code is not None:
+        return ("pyfuse eager", py_code)
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -235,61 +245,63 @@ def _run_workload(
 
     # build once (timed separately), and use that input for T1 (matching only)
     t0 = time.perf_counter()
-    gm: GraphModule | None = wl.fresh()
+    gm = wl.fresh()
     row.build_s = time.perf_counter() - t0
-    assert gm is not None
     log(f"  built {wl.label} in {row.build_s:.2f} s")
     _measure_match(row, wl, gm, repeats, gc_off)
+    # matching left it untouched: it is the first fusion run's input
+    spare: GraphModule | None = gm
     del gm
 
     ref_code: str | None = None
-    samples: dict[str, list[float]] = {"ref": [], "pyfuse": [], "lazy": [], "codegen": []}
+    py_code: str | None = None
+    samples: dict[str, list[float]] = {
+        "ref": [],
+        "pyfuse": [],
+        "lazy": [],
+        "codegen": [],
+    }
     sides = ["ref", "pyfuse", "lazy"]
     for rep in range(repeats):
         order = sides[rep % 3 :] + sides[: rep % 3]
         for side in order:
-            if side == "ref" and (not run_reference or len(samples["ref"]) >= ref_repeats):
+            if side == "ref" and (
+                not run_reference or len(samples["ref"]) >= ref_repeats
+            ):
                 continue
             if side != "ref" and py_fuse is None:
                 continue
-            inp = wl.fresh()
+            inp = spare if spare is not None else wl.fresh()
+            spare = None
             before = W.module_snapshot(inp)
             cfg = wl.backend_config()
+            fn = ref_fuse if side == "ref" else py_fuse
+            assert fn is not None
+            kwargs = {"lazy": True} if side == "lazy" else {}
+            call = functools.partial(fn, inp, wl.is_qat, None, cfg, **kwargs)
+            del inp
             try:
-                if side == "ref":
-                    with _deadline(ref_timeout):
-                        dt, out = _timed(
-                            lambda: ref_fuse(inp, wl.is_qat, None, cfg), gc_off
-                        )
-                elif side == "pyfuse":
-                    assert py_fuse is not None
-                    f = py_fuse
-                    dt, out = _timed(lambda: f(inp, wl.is_qat, None, cfg), gc_off)
-                else:
-                    assert py_fuse is not None
-                    f = py_fuse
-                    dt, out = _timed(
-                        lambda: f(inp, wl.is_qat, None, cfg, lazy=True), gc_off
-                    )
+                with _deadline(ref_timeout if side == "ref" else None):
+                    dt, out = _timed(call, gc_off)
             except _Timeout:
-                row.ref_note = f"skipped (> {ref_timeout:.0f} s)"
+                row.ref_note = f"skipped (> {ref_timeout:g} s)"
                 run_reference = False
-                log(f"  reference: stopped after {ref_timeout:.0f} s")
-                del inp, before
+                log(f"  reference: stopped after {ref_timeout:g} s")
+                del call, before
                 gc.collect()
                 continue
-            except Exception as e:  # a crash is a result: report it, go on
+            except Exception as e:  # noqa: BLE001 (a crash is a result: report it)
                 row.errors.append(f"{side}: raised {type(e).__name__}: {e}")
                 log(f"  {side}: raised {type(e).__name__}: {e}")
                 if side == "ref":
                     run_reference = False
                 else:
                     py_fuse = None
-                del inp, before
+                del call, before
                 gc.collect()
                 continue
+            del call
             samples[side].append(dt)
-            del inp
             if side == "ref":
                 row.fusions = _check(row, "reference", wl, out, before, None)
                 if ref_code is None:
@@ -297,16 +309,22 @@ def _run_workload(
             elif side == "pyfuse":
                 cg, _ = _timed(out.recompile, gc_off)
                 samples["codegen"].append(cg)
-                n = _check(row, "pyfuse", wl, out, before, ref_code)
+                n = _check(row, "pyfuse", wl, out, before, _expected(ref_code, py_code))
+                py_code = py_code or out.code
                 if row.fusions is None:
                     row.fusions = n
             else:
-                n = _check(row, "pyfuse lazy", wl, out, before, ref_code)
+                # (without a reference output: lazy is compared with eager)
+                n = _check(
+                    row, "pyfuse lazy", wl, out, before, _expected(ref_code, py_code)
+                )
+                py_code = py_code or out.code
                 if row.fusions is None:
                     row.fusions = n
             log(f"  {side:7s} repeat {rep + 1}: {dt:.4f} s")
             del out, before
             gc.collect()
+    del spare
     row.ref_s = _median(samples["ref"])
     row.pyfuse_s = _median(samples["pyfuse"])
     row.lazy_s = _median(samples["lazy"])
@@ -342,21 +360,20 @@ def _measure_match(
     if find_matches is not None:
         try:  # compile the patterns (cached by pyfuse) outside the timing
             find_matches(gm, W.build(wl.spec, 1).graph, patterns)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             row.errors.append(f"find_matches: raised {type(e).__name__}: {e}")
             find_matches = None
     for rep in range(repeats):
         for side in ("ref", "pyfuse") if rep % 2 == 0 else ("pyfuse", "ref"):
             if side == "ref":
-                dt, ref_res = _timed(
-                    lambda: _find_matches(gm, gm.graph, handlers), gc_off
-                )
+                ref_call = functools.partial(_find_matches, gm, gm.graph, handlers)
+                dt, ref_res = _timed(ref_call, gc_off)
                 ref_t.append(dt)
             elif find_matches is not None:
-                fm = find_matches
+                py_call = functools.partial(find_matches, gm, gm.graph, patterns)
                 try:
-                    dt, py_res = _timed(lambda: fm(gm, gm.graph, patterns), gc_off)
-                except Exception as e:
+                    dt, py_res = _timed(py_call, gc_off)
+                except Exception as e:  # noqa: BLE001
                     row.errors.append(f"find_matches: raised {type(e).__name__}: {e}")
                     find_matches = None
                     continue
@@ -402,14 +419,23 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths))
-        ) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
 
-    sep = "|" + "|".join(
-        "-" * (w + 1) + ":" if i else ":" + "-" * (w + 1) for i, w in enumerate(widths)
-    ) + "|"
+    sep = (
+        "|"
+        + "|".join(
+            "-" * (w + 1) + ":" if i else ":" + "-" * (w + 1)
+            for i, w in enumerate(widths)
+        )
+        + "|"
+    )
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
 
@@ -435,8 +461,16 @@ def format_tables(rows: Sequence[Row]) -> str:
         )
     t1 = _table(
         [
-            "workload", "nodes", "fusions", "reference s", "pyfuse s", "speedup",
-            "pyfuse lazy s", "lazy speedup", "codegen floor s", "pyfuse/floor",
+            "workload",
+            "nodes",
+            "fusions",
+            "reference s",
+            "pyfuse s",
+            "speedup",
+            "pyfuse lazy s",
+            "lazy speedup",
+            "codegen floor s",
+            "pyfuse/floor",
             "check",
         ],
         main_rows,
@@ -496,9 +530,14 @@ def write_png(rows: Sequence[Row], path: str, title: str) -> None:
             )
             if not pts:
                 continue
-            xs, ys = zip(*pts)
+            xs = [p[0] for p in pts]
+            ys = [p[1] for p in pts]
             ax.plot(
-                xs, ys, linestyle=style, marker=markers[kind], color=color,
+                xs,
+                ys,
+                linestyle=style,
+                marker=markers[kind],
+                color=color,
                 label=f"{label} ({kind})",
             )
     ax.set_xscale("log")
@@ -541,6 +580,8 @@ def run(
         repeats = default_repeats(sizes)
     if huge and ref_timeout is None:
         ref_timeout = 900.0
+    if huge:
+        _warn_memory(sets, log)
     rows: list[Row] = []
     for kind, ns in sets.items():
         if kinds and kind not in kinds:
@@ -563,6 +604,27 @@ def run(
     return rows
 
 
+#: peak resident memory of a fusion run, per node (input + output + codegen),
+#: measured roughly on 140k-280k-node graphs
+_BYTES_PER_NODE = 16_000
+
+
+def _warn_memory(sets: dict[str, list[int]], log: Callable[[str], None]) -> None:
+    try:
+        with Path("/proc/meminfo").open() as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        avail = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return
+    nodes = max((7 * n + 2 for ns in sets.values() for n in ns), default=0)
+    need = nodes * _BYTES_PER_NODE
+    if avail < need:
+        log(
+            f"warning: {avail / 1e9:.1f} GB of memory available; a {nodes:,}-node "
+            f"run may need about {need / 1e9:.0f} GB"
+        )
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -580,23 +642,30 @@ def _parser() -> argparse.ArgumentParser:
         "huge: 1M nodes (pyfuse, plus the reference once unless it times out)",
     )
     p.add_argument(
-        "--repeats", type=int, default=None,
+        "--repeats",
+        type=int,
+        default=None,
         help="timed runs per side (median reported); default 5/3/1 for "
         "small/standard/huge",
     )
     p.add_argument("--png", default="pyfuse-bench.png", help="plot file ('' = none)")
     p.add_argument("--qat", action="store_true", help="train-mode models, is_qat=True")
     p.add_argument(
-        "--gc", choices=["on", "off"], default="on",
+        "--gc",
+        choices=["on", "off"],
+        default="on",
         help="on (default): gc left enabled, collected before each timed call; "
         "off: gc disabled during each timed call (both sides)",
     )
     p.add_argument(
-        "--workloads", default="",
+        "--workloads",
+        default="",
         help="comma-separated subset of resnet,mixed,onednn (default: all)",
     )
     p.add_argument(
-        "--ref-timeout", type=float, default=None,
+        "--ref-timeout",
+        type=float,
+        default=None,
         help="stop a reference run after this many seconds and mark it skipped "
         "(default: none; 900 for --sizes huge)",
     )
@@ -648,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("\nplot skipped: matplotlib is not installed", file=sys.stderr)
     if args.json:
-        with open(args.json, "w") as fh:
+        with Path(args.json).open("w") as fh:
             json.dump(
                 {
                     "header": header,

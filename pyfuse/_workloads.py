@@ -14,16 +14,22 @@ Shapes are consistent where fusion needs them (a BN's ``num_features`` equals th
 preceding conv's output channels), but the models are not meant to be run: the
 fusion pass never runs the model.
 
-All modules of one kind are clones of one template module, so building is fast
-and deterministic (the templates are initialised with a fixed seed, without
-touching the global RNG state).
+All modules of one kind are clones of one template module (same weights), so
+building is fast and deterministic (the templates are initialised with a fixed
+seed, without touching the global RNG state).  Each module is its own instance
+with its own parameter and buffer tensors, except in :func:`huge`, whose modules
+share the templates' tensors to save memory.  The cyclic gc is paused while
+building (setup, never measured).
 
-Fresh copies: fusion consumes and mutates its input, so every measured run needs
-its own copy.  :func:`fresh_copy` is faster than ``copy.deepcopy``: it copies the
-graph with ``Graph.__deepcopy__`` (``graph_copy``), clones each module the graph
-uses with a shallow ``__dict__`` copy (own hook/parameter/buffer/child dicts;
-parameters and buffers are cloned too unless ``share_tensors=True``), and builds
-a new eager ``GraphModule`` (which generates code, as ``symbolic_trace`` would).
+Fresh inputs: fusion consumes and mutates its input, so every measured run needs
+its own.  ``pyfuse bench`` and the pytest-benchmark suite *rebuild* the workload
+for each run (:meth:`Workload.fresh`; no copy of a built graph is kept alive).
+For any other GraphModule, :func:`fresh_copy` is about twice as fast as
+``copy.deepcopy``: it copies the graph with ``Graph.__deepcopy__``
+(``graph_copy``), clones each module the graph uses with a shallow ``__dict__``
+copy (own hook/parameter/buffer/child dicts; parameters and buffers are cloned
+too unless ``share_tensors=True``), and builds a new eager ``GraphModule``
+(which generates code, as ``symbolic_trace`` would).
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-from collections import OrderedDict
 import operator
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,7 +158,7 @@ def resnet_spec(channels: int = 4, train: bool = False) -> BlockSpec:
         modules=(
             ("conv1", lambda: nn.Conv2d(c, c, 3, padding=1)),
             ("bn1", lambda: nn.BatchNorm2d(c)),
-            ("relu1", lambda: nn.ReLU()),
+            ("relu1", nn.ReLU),
             ("conv2", lambda: nn.Conv2d(c, c, 3, padding=1)),
             ("bn2", lambda: nn.BatchNorm2d(c)),
         ),
@@ -274,8 +280,8 @@ def onednn_spec(train: bool = False) -> BlockSpec:
     out (10 nodes, 4 fusions -> 4 nodes).
     """
     c = 4
-    conv: Callable[[], nn.Module] = lambda: nn.Conv2d(c, c, 3, padding=1)  # noqa: E731
-    bn: Callable[[], nn.Module] = lambda: nn.BatchNorm2d(c)  # noqa: E731
+    conv: Callable[[], nn.Module] = lambda: nn.Conv2d(c, c, 3, padding=1)
+    bn: Callable[[], nn.Module] = lambda: nn.BatchNorm2d(c)
     mods: list[tuple[str, Callable[[], nn.Module]]] = []
     ops: list[Op] = []
 
@@ -496,7 +502,7 @@ class ResNetLike(nn.Module):
             self.bn2 = mods["bn2"]
 
         def forward(self, x):  # type: (Any) -> Any
-        # (a type comment: annotations would show up in the traced code)
+            # (a type comment: annotations would show up in the traced code)
             y = self.relu1(self.bn1(self.conv1(x)))
             y = F.relu(self.bn2(self.conv2(y)))
             return y + x
@@ -542,7 +548,9 @@ def _spec(kind: str, channels: int = 4, train: bool = False) -> BlockSpec:
     return s
 
 
-def resnet_like(n_blocks: int, *, channels: int = 4, train: bool = False) -> GraphModule:
+def resnet_like(
+    n_blocks: int, *, channels: int = 4, train: bool = False
+) -> GraphModule:
     """N blocks of conv-bn-nn.ReLU, conv-bn-F.relu, residual add.
 
     ``7 * n_blocks + 2`` nodes, ``2 * n_blocks`` fusions (native config).
@@ -591,7 +599,7 @@ def fresh_copy(gm: GraphModule, *, share_tensors: bool = False) -> GraphModule:
     attrs: dict[str, Any] = {}
     clones: dict[int, Any] = {}
     for node in graph.nodes:
-        if node.op != "call_module" and node.op != "get_attr":
+        if node.op not in ("call_module", "get_attr"):
             continue
         target = node.target
         assert isinstance(target, str)

@@ -15,7 +15,6 @@ The small models pin down individual matching rules of the reference
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -1072,8 +1071,9 @@ MODELS: list[CorpusModel] = [
                 ("native", "onednn"), "Conv2d / ReLU subclasses must not match"),
     CorpusModel("multi_user", _seeded(MultiUser, seed=20), _inputs((2, 3, 6, 6)),
                 ("native", "onednn", "tensorrt"), "several users break chains; shared bn"),
-    CorpusModel("get_attr_of_fused", _seeded(GetAttrOfFused, seed=21), _inputs((2, 3, 6, 6)),
-                ("native",), "get_attr of a fused module's weight"),
+    # get_attr_of_fused and add_scalar with onednn hit reference defects (it changes
+    # the model's result / crashes): pyfuse is checked for correctness on them in
+    # test_defects.py instead of for identity here.
     CorpusModel("onednn_residual", _seeded(OnednnResidual, seed=22), _inputs((2, 3, 6, 6)),
                 ("native", "onednn", "x86"), "conv(-bn)-add(-relu), both operand orders"),
     CorpusModel("onednn_linear_act", _seeded(OnednnLinearAct, seed=23), _inputs((4, 8)),
@@ -1083,7 +1083,7 @@ MODELS: list[CorpusModel] = [
     CorpusModel("onednn_linear_functional_act", _seeded(OnednnLinearFunctionalAct, seed=26), _inputs((4, 8)),
                 ("native", "onednn"), "F.leaky_relu / torch.tanh after linear (onednn fuser raises)"),
     CorpusModel("add_scalar", _seeded(AddScalar, seed=27), _inputs((2, 3, 4, 4)),
-                ("native", "onednn"), "conv-bn + float literal (onednn: reference raises)"),
+                ("native",), "conv-bn + float literal"),
     CorpusModel("add_kwarg", _seeded(AddKwarg, seed=28), _inputs((2, 3, 4, 4)),
                 ("native", "onednn"), "torch.add(conv, other=y): arity mismatch"),
     CorpusModel("cross_parent", _seeded(CrossParent, seed=29), _inputs((2, 3, 4, 4)),

@@ -460,3 +460,56 @@ def test_conv_bn_no_affine_matches_reference():
     ref_out, out = run_both(make, inputs, False, None)
     assert_same_fusion(ref_out, out, inputs)
     assert node_count(out) < node_count(torch.fx.symbolic_trace(make()))
+
+
+# ---------------------------------------------------------------------------
+# More reference defects found by the corpus: the reference changes the model's
+# result or crashes; pyfuse must stay correct.
+
+
+def _seeded_eval(cls):
+    torch.manual_seed(0)
+    m = cls().eval()
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+    return m
+
+
+def test_get_attr_of_fused_module_is_not_fused():
+    from corpus import GetAttrOfFused
+
+    from torch.ao.quantization.fx.fuse import fuse as reference_fuse
+
+    model = _seeded_eval(GetAttrOfFused)
+    x = torch.randn(2, 3, 6, 6)
+    want = model(x)
+    ref = reference_fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False)
+    # the reference folds BN into the conv whose weight the model also reads
+    assert not torch.allclose(ref(x)[1], want[1])
+    out, report = pyfuse.fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False, return_report=True)
+    got = out(x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert [s.nodes for s in report.skipped] == [("bn", "conv")]
+    assert "get_attr" in report.skipped[0].reason
+
+
+def test_onednn_add_of_a_literal_fuses_correctly():
+    from corpus import AddScalar
+
+    from torch.ao.quantization.backend_config import get_onednn_backend_config
+    from torch.ao.quantization.fx.fuse import fuse as reference_fuse
+
+    model = _seeded_eval(AddScalar)
+    x = torch.randn(2, 3, 4, 4)
+    want = model(x)
+    with pytest.raises(AttributeError):  # 'float' object has no attribute 'name'
+        reference_fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False,
+                       backend_config=get_onednn_backend_config())
+    gm = torch.fx.symbolic_trace(copy.deepcopy(model))
+    n_before = len(gm.graph.nodes)
+    out = pyfuse.fuse(gm, False, backend_config=get_onednn_backend_config())
+    assert len(out.graph.nodes) < n_before
+    assert type(out.conv).__name__ == "ConvAdd2d"
+    torch.testing.assert_close(out(x), want, rtol=1e-5, atol=1e-5)

@@ -8,13 +8,12 @@ with the reference.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.fx
 from torch.ao.quantization.fx.fuse import fuse as reference_fuse
 
 from pyfuse import _workloads as W
-
-import pytest
 
 KINDS = ["resnet", "mixed", "onednn"]
 
@@ -206,13 +205,14 @@ def test_fresh_copy_keeps_get_attr_and_meta():
 def test_clone_module_is_independent():
     bn = torch.nn.BatchNorm2d(3)
     clone = W.clone_module(bn)
-    clone.register_forward_hook(lambda *a: None)
+    clone.register_forward_hook(lambda *_: None)
     clone.running_mean.add_(1)
     assert not bn._forward_hooks
     assert torch.equal(bn.running_mean, torch.zeros(3))
     seq = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.ReLU())
     c = W.clone_module(seq)
-    assert c[0] is not seq[0] and c[0].weight is not seq[0].weight
+    assert c[0] is not seq[0]
+    assert c[0].weight is not seq[0].weight
     assert torch.equal(c[0].weight, seq[0].weight)
 
 
@@ -222,8 +222,10 @@ def test_size_sets():
     assert nodes == [1_052, 10_502, 35_002, 105_002]
     for kind in ("mixed", "onednn"):
         ns = [W.make_workload(kind, n).nodes for n in std[kind]]
-        assert all(0.9 < a / b < 1.1 for a, b in zip(ns, [1_000, 10_000, 35_000]))
+        assert all(
+            0.9 < a / b < 1.1 for a, b in zip(ns, [1_000, 10_000, 35_000], strict=True)
+        )
     (n_huge,) = W.size_set("huge")["huge"]
     assert 990_000 < W.make_workload("huge", n_huge).nodes <= 1_000_000
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown size set"):
         W.size_set("nope")
