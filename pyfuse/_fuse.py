@@ -386,6 +386,23 @@ def _check_edits(fusions: list[_Fusion]) -> None:
                 )
 
 
+def _check_targets(model: GraphModule, flat: Flat) -> None:
+    """Every get_attr / call_module target must exist, or building the output
+    would fail (AttributeError, as the reference's GraphModule raises) half-way."""
+    labels = flat.graph.label
+    missing = [i for i, lab in enumerate(labels) if lab < 0]
+    for i in [*missing, *flat.get_attrs]:
+        node = flat.nodes[i]
+        obj: Any = model
+        for atom in str(node.target).split("."):
+            if not hasattr(obj, atom):
+                raise AttributeError(
+                    f"node {node.name!r} ({node.op}) refers to {node.target!r}, but "
+                    f"{type(obj).__name__} has no attribute {atom!r}; the model is unchanged"
+                )
+            obj = getattr(obj, atom)
+
+
 def _edit(graph: Graph, fusions: list[_Fusion]) -> None:
     # Extra inputs first, so redirecting other fusions' last nodes updates them.
     for f in fusions:
@@ -609,9 +626,10 @@ def _fuse(
 ) -> Any:
     plan = _plan_for(backend_config)
     report = FuseReport()
-    _, fusions = _analyze(model, is_qat, plan, report)
+    flat, fusions = _analyze(model, is_qat, plan, report)
     _check_edits(fusions)
     replaced = _call_fusers(fusions, is_qat, report)
+    _check_targets(model, flat)
     # Nothing above mutated the model; from here on nothing can fail on user input.
     _edit(model.graph, fusions)
     out = _build_output(model, model.graph, replaced, lazy)
