@@ -58,7 +58,7 @@ def _load_model(spec: str | None, qat: bool) -> Any:
     model.train(qat)
     try:
         return torch.fx.symbolic_trace(model)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (any tracing failure is one line for the user)
         raise CliError(f"cannot trace the model with torch.fx: {type(e).__name__}: {e}") from None
 
 
@@ -83,7 +83,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         t2 = time.perf_counter()
         times["reference"].append(t1 - t0)
         times["pyfuse"].append(t2 - t1)
-    assert ref_out is not None and out is not None
+    assert ref_out is not None
+    assert out is not None
     checks = {
         "code": ref_out.code == out.code,
         "modules": [(n, type(m)) for n, m in ref_out.named_modules()][1:]

@@ -262,14 +262,17 @@ def _run_workload(
         "codegen": [],
     }
     sides = ["ref", "pyfuse", "lazy"]
+    disabled: set[str] = set()
+    if not run_reference:
+        disabled.add("ref")
+    if py_fuse is None:
+        disabled.update(("pyfuse", "lazy"))
     for rep in range(repeats):
         order = sides[rep % 3 :] + sides[: rep % 3]
         for side in order:
-            if side == "ref" and (
-                not run_reference or len(samples["ref"]) >= ref_repeats
+            if side in disabled or (
+                side == "ref" and len(samples["ref"]) >= ref_repeats
             ):
-                continue
-            if side != "ref" and py_fuse is None:
                 continue
             inp = spare if spare is not None else wl.fresh()
             spare = None
@@ -285,7 +288,7 @@ def _run_workload(
                     dt, out = _timed(call, gc_off)
             except _Timeout:
                 row.ref_note = f"skipped (> {ref_timeout:g} s)"
-                run_reference = False
+                disabled.add("ref")
                 log(f"  reference: stopped after {ref_timeout:g} s")
                 del call, before
                 gc.collect()
@@ -293,10 +296,7 @@ def _run_workload(
             except Exception as e:  # noqa: BLE001 (a crash is a result: report it)
                 row.errors.append(f"{side}: raised {type(e).__name__}: {e}")
                 log(f"  {side}: raised {type(e).__name__}: {e}")
-                if side == "ref":
-                    run_reference = False
-                else:
-                    py_fuse = None
+                disabled.add(side)
                 del call, before
                 gc.collect()
                 continue
@@ -331,7 +331,7 @@ def _run_workload(
     row.codegen_s = _median(samples["codegen"])
     row.samples.update({k: v for k, v in samples.items() if v})
     row.errors = sorted(set(row.errors))
-    if not run_reference and not samples["ref"] and not row.ref_note:
+    if not samples["ref"] and not row.ref_note:
         row.ref_note = "skipped"
     return row
 

@@ -10,8 +10,8 @@ from torch.fx import GraphModule
 
 from . import _core
 from ._fuse import (
-    FuseReport,
     Fused,
+    FuseReport,
     Skipped,
     _analyze,
     _call_fusers,
@@ -46,7 +46,7 @@ class Explanation:
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{len(self.fused)} fusion(s):"]
         for k, r in enumerate(rows):
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
             if k == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
         if self.near_misses:

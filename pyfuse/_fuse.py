@@ -285,7 +285,7 @@ def _prepare(
 ) -> _Fusion:
     pattern = match.pattern
     getter = plan.root_getters.get(pattern, _default_root_node)
-    root_node = getter(match.node_pattern)
+    root_node: Node = getter(match.node_pattern)  # type: ignore[no-untyped-call]
     extra_getter = plan.extra_getters.get(pattern)
     extra = list(extra_getter(match.node_pattern)) if extra_getter is not None else []
     if root_node.op != "call_module":
@@ -455,7 +455,9 @@ def _build_output(
             continue
         target = node.target
         if not isinstance(target, str):
-            raise AssertionError(f"Expected node.target to be str, got {type(target)}")
+            raise AssertionError(  # noqa: TRY004 (the reference raises AssertionError)
+                f"Expected node.target to be str, got {type(target)}"
+            )
         # torch.fx's _copy_attr, reading through `replaced`.
         *prefix, fname = target.split(".")
         from_mod: Any = model

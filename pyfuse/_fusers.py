@@ -39,8 +39,8 @@ def _fold(
     if rm is None or rv is None:
         raise AssertionError("bn.running_mean and bn.running_var must not be None")
     b = torch.zeros_like(rm) if bias is None else bias
-    bn_w = torch.ones_like(rm) if bn.weight is None else bn.weight
-    bn_b = torch.zeros_like(rm) if bn.bias is None else bn.bias
+    bn_w: torch.Tensor = bn.weight if bn.affine else torch.ones_like(rm)
+    bn_b: torch.Tensor = bn.bias if bn.affine else torch.zeros_like(rm)
     rsqrt = torch.rsqrt(rv + bn.eps)
     w = weight if view is None else weight.reshape(view)
     fused_w = (w * (bn_w * rsqrt).reshape(scale_shape)).reshape(weight.shape)
@@ -73,7 +73,7 @@ def _grouped_convtranspose_bn(
 def _linear_bn_no_affine(linear: torch.nn.Linear, bn: torch.nn.modules.batchnorm._BatchNorm) -> torch.nn.Module:
     if linear.training or bn.training:
         raise AssertionError("Fusion only for eval!")
-    if linear.out_features != bn.num_features and bn.num_features != 1:
+    if bn.num_features not in (linear.out_features, 1):
         raise AssertionError(
             "To fuse, linear.out_features == bn.num_features or bn.num_features == 1, "
             f"got linear.out_features={linear.out_features} and "
@@ -114,7 +114,8 @@ def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Modul
 
     fused = _shell_copy(conv) if type(conv) in _CONV_TYPES else None
     if fused is None or conv.training or bn.training or bn.running_mean is None:
-        return fuse_conv_bn_eval(conv, bn, transpose)
+        result: torch.nn.Module = fuse_conv_bn_eval(conv, bn, transpose)
+        return result
     fused.weight, fused.bias = fuse_conv_bn_weights(
         conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
         bn.bias, transpose,
@@ -128,6 +129,51 @@ _CONV_TYPES = (
 )
 
 
+# Each takes the reversed nested-tuple arguments the reference passes (is_qat, last
+# module first) and falls back to torch's fuser wherever torch would raise.
+
+
+def _fast_conv_bn(is_qat: bool, bn: Any, conv: Any) -> Any:
+    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn
+
+    if conv.training != bn.training:
+        return fuse_conv_bn(is_qat, conv, bn)  # type: ignore[no-untyped-call]
+    return _conv_bn_eval(conv, bn)
+
+
+def _fast_conv_bn_relu(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
+    import torch.ao.nn.intrinsic as nni
+    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn_relu
+
+    bn, conv = bn_conv
+    cls = {
+        torch.nn.Conv1d: nni.ConvReLU1d,
+        torch.nn.Conv2d: nni.ConvReLU2d,
+        torch.nn.Conv3d: nni.ConvReLU3d,
+    }.get(type(conv))
+    if cls is None or not (conv.training == bn.training == relu.training):
+        return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
+    return cls(_conv_bn_eval(conv, bn), relu)  # type: ignore[no-untyped-call]
+
+
+def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
+    from torch.ao.quantization.fuser_method_mappings import fuse_convtranspose_bn
+
+    if getattr(convt, "groups", 1) > 1:
+        return _grouped_convtranspose_bn(convt, bn)
+    if convt.training != bn.training:
+        return fuse_convtranspose_bn(is_qat, convt, bn)  # type: ignore[no-untyped-call]
+    return _conv_bn_eval(convt, bn, transpose=True)
+
+
+def _fast_linear_bn(is_qat: bool, bn: Any, linear: Any) -> Any:
+    from torch.ao.quantization.fuser_method_mappings import fuse_linear_bn
+
+    if not bn.affine:
+        return _linear_bn_no_affine(linear, bn)
+    return fuse_linear_bn(is_qat, linear, bn)  # type: ignore[no-untyped-call]
+
+
 def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
     """pyfuse's equivalent of a backend fuser method, or None to call the backend's.
 
@@ -137,7 +183,6 @@ def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
     """
     if config is None or is_qat or config._pattern_complex_format is not None:
         return None
-    import torch.ao.nn.intrinsic as nni
     from torch.ao.quantization.fuser_method_mappings import (
         fuse_conv_bn,
         fuse_conv_bn_relu,
@@ -146,46 +191,10 @@ def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
     )
 
     method = config.fuser_method
-    original = None
-    if method is fuse_conv_bn:
-
-        def fuser(is_qat: bool, bn: Any, conv: Any) -> Any:
-            if conv.training != bn.training:
-                return fuse_conv_bn(is_qat, conv, bn)  # raises as torch does
-            return _conv_bn_eval(conv, bn)
-
-        original = fuser
-    elif method is fuse_conv_bn_relu:
-        relu_types = {
-            torch.nn.Conv1d: nni.ConvReLU1d,
-            torch.nn.Conv2d: nni.ConvReLU2d,
-            torch.nn.Conv3d: nni.ConvReLU3d,
-        }
-
-        def fuser(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
-            bn, conv = bn_conv
-            cls = relu_types.get(type(conv))
-            if cls is None or not (conv.training == bn.training == relu.training):
-                return fuse_conv_bn_relu(is_qat, conv, bn, relu)
-            return cls(_conv_bn_eval(conv, bn), relu)
-
-        original = fuser
-    elif method is fuse_convtranspose_bn:
-
-        def fuser(is_qat: bool, bn: Any, convt: Any) -> Any:
-            if getattr(convt, "groups", 1) > 1:
-                return _grouped_convtranspose_bn(convt, bn)
-            if convt.training != bn.training:
-                return fuse_convtranspose_bn(is_qat, convt, bn)
-            return _conv_bn_eval(convt, bn, transpose=True)
-
-        original = fuser
-    elif method is fuse_linear_bn:
-
-        def fuser(is_qat: bool, bn: Any, linear: Any) -> Any:
-            if not bn.affine:
-                return _linear_bn_no_affine(linear, bn)
-            return fuse_linear_bn(is_qat, linear, bn)
-
-        original = fuser
-    return original
+    fast: dict[Any, Callable[..., Any]] = {
+        fuse_conv_bn: _fast_conv_bn,
+        fuse_conv_bn_relu: _fast_conv_bn_relu,
+        fuse_convtranspose_bn: _fast_convtranspose_bn,
+        fuse_linear_bn: _fast_linear_bn,
+    }
+    return fast.get(method)

@@ -77,7 +77,7 @@ def match_graph(
     patterns = compiled.patterns
     out: list[Match] = []
 
-    for m, (r, k) in enumerate(zip(roots, pats)):
+    for m, (r, k) in enumerate(zip(roots, pats, strict=True)):
         last = nodes[r]
         pattern = patterns[k]
         seen: set[Node] = set()
@@ -90,7 +90,7 @@ def match_graph(
                 cur: list[Any] = []
                 walk(pat[0], arg, cur)
                 if isinstance(arg, Node):
-                    for sub, a in zip(pat[1:], arg.args):
+                    for sub, a in zip(pat[1:], arg.args, strict=False):
                         walk(sub, a, cur)
                 acc.append(tuple(cur))
                 return

@@ -30,7 +30,8 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        result: torch.Tensor = self.relu(out + identity)
+        return result
 
 
 class ResNet18(nn.Module):
@@ -52,7 +53,8 @@ class ResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        result: torch.Tensor = self.fc(torch.flatten(self.pool(x), 1))
+        return result
 
 
 def default_model() -> nn.Module:
@@ -61,6 +63,8 @@ def default_model() -> nn.Module:
     model = ResNet18()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None
+            assert m.running_var is not None
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
             nn.init.uniform_(m.weight, 0.5, 1.5)

@@ -1,0 +1,71 @@
+# Stubs of the private native module (csrc/bindings).
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__version__: str
+
+class MatchResult:
+    @property
+    def owner(self) -> list[int]: ...
+    @property
+    def roots(self) -> list[int]: ...
+    @property
+    def patterns(self) -> list[int]: ...
+    @property
+    def claimed(self) -> list[int]: ...
+    @property
+    def claimed_off(self) -> list[int]: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def error_node(self) -> int: ...
+    @property
+    def missing_module(self) -> bool: ...
+
+class FlatGraph:
+    def __init__(
+        self, label: list[int], users: list[int], arg_off: list[int], arg: list[int]
+    ) -> None: ...
+    @property
+    def label(self) -> list[int]: ...
+    @property
+    def users(self) -> list[int]: ...
+    @property
+    def arg_off(self) -> list[int]: ...
+    @property
+    def arg(self) -> list[int]: ...
+    def __len__(self) -> int: ...
+
+class Automaton:
+    def __init__(
+        self,
+        head: list[int],
+        label: list[int],
+        check_args: list[int],
+        child_off: list[int],
+        child: list[int],
+        top: list[int],
+        label_is_module: list[int],
+        num_labels: int,
+    ) -> None: ...
+    def match(self, graph: FlatGraph, exclude: list[int] = ...) -> MatchResult: ...
+    @property
+    def num_subpatterns(self) -> int: ...
+    @property
+    def num_patterns(self) -> int: ...
+    @property
+    def num_labels(self) -> int: ...
+
+class Interner:
+    def __init__(
+        self,
+        func_labels: dict[Any, int],
+        method_labels: dict[str, int],
+        module_type_labels: dict[type, int],
+        literal_ids: dict[Any, int],
+        resolve_type: Callable[[Any], int],
+        node_type: type,
+    ) -> None: ...
+    def flatten(
+        self, nodes: Iterable[Any], root: Any
+    ) -> tuple[FlatGraph, list[Any], list[Any], list[int]]: ...
