@@ -25,6 +25,7 @@ class CliError(Exception):
 
 
 def _backend(name: str) -> Any:
+    import torch.ao.quantization.backend_config.utils  # noqa: F401 (the builders use it unimported)
     from torch.ao.quantization import backend_config as bc
 
     if name == "executorch":

@@ -73,7 +73,8 @@ settings.register_profile(
         HealthCheck.large_base_example,
     ],
 )
-settings.load_profile("ci")
+# applied per test (not loaded globally, so other test files keep their own settings)
+ci_settings = settings(settings.get_profile("ci"))
 
 needs_pyfuse = pytest.mark.skipif(
     _pf_find_matches is None, reason="pyfuse._match.find_matches not importable"
@@ -198,8 +199,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     NATIVE_PATTERNS = _native_patterns()
     ONEDNN_PATTERNS = _onednn_patterns()
-for _p in ONEDNN_PATTERNS:  # names for the extra onednn vocabulary
-    pass
 
 
 # --------------------------------------------------------------------------------------
@@ -547,6 +546,7 @@ def scenarios(draw, max_ops=24):
         instances[path] = m
         setattr(parent, field, m)
     gm = GraphModule(root, g)
+    gm.graph.lint()  # generated graphs must be valid FX graphs
     return Scenario(gm, patterns, plan)
 
 
@@ -647,12 +647,14 @@ def check_against_reference(sc, patterns):
 
 
 @needs_pyfuse
+@ci_settings
 @given(scenarios())
 def test_matches_equal_reference(sc):
     check_against_reference(sc, sc.patterns)
 
 
 @needs_pyfuse
+@ci_settings
 @given(scenarios())
 def test_find_matches_deterministic(sc):
     gm = sc.gm
@@ -675,6 +677,7 @@ def test_find_matches_deterministic(sc):
 
 
 @needs_pyfuse
+@ci_settings
 @given(scenarios(), st.data())
 def test_pattern_order_same_effect(sc, data):
     perm = data.draw(st.permutations(sc.patterns), label="permuted patterns")
@@ -894,13 +897,353 @@ def test_regression_tie_order(first):
 
 
 # --------------------------------------------------------------------------------------
-# C++ core (only if pyfuse/_core.pyi documents a matcher entry point) -- see bottom
+# C++ core, directly: pyfuse._core (stubs in pyfuse/_core.pyi; encoding and contracts in
+# csrc/core/automaton.hpp). Two kinds of checks:
+#   * differential: graphs and patterns encoded into the documented integer arrays by an
+#     encoder written here from that documentation (not pyfuse's), matched by
+#     Automaton.match, compared with the reference's claims, roots, patterns and claim
+#     order (match_map insertion order);
+#   * robustness: the documented contract "Automaton(...) throws std::invalid_argument
+#     (ValueError) on malformed input" and "match never throws for bad graph input: it
+#     reports it in the result", on random (often malformed) arrays. A native crash
+#     would take the test session down, so those run in a child process.
+
+try:
+    from pyfuse import _core
+except Exception:  # not built
+    _core = None
+
+needs_core = pytest.mark.skipif(_core is None, reason="pyfuse._core not importable")
+
+_H_MATCH_ALL, _H_LABEL, _H_NEVER, _H_GETATTR = 0, 1, 2, 3  # automaton.hpp `Head`
+_K_MISSING_MODULE = -1
+
+
+class _DocEncoder:
+    """Encodes a pattern list (priority order) as automaton.hpp documents it."""
+
+    def __init__(self, patterns):
+        from torch.nn.utils.parametrize import type_before_parametrizations
+
+        self._tbp = type_before_parametrizations
+        self.patterns = list(patterns)
+        self.module_labels, self.func_labels, self.method_labels = {}, {}, {}
+        self.label_is_module = [0]  # label 0 names nothing
+        self.sub_ids = {}
+        self.head, self.label, self.check_args, self.child_off, self.child = [], [], [], [0], []
+        self.top = [self._intern(p) for p in self.patterns]
+
+    def _new_label(self, is_module):
+        self.label_is_module.append(int(is_module))
+        return len(self.label_is_module) - 1
+
+    def _head(self, e):
+        if isinstance(e, type) and issubclass(e, MatchAllNode):
+            return _H_MATCH_ALL, 0
+        if isinstance(e, type) and issubclass(e, nn.Module):
+            if e not in self.module_labels:
+                self.module_labels[e] = self._new_label(True)
+            return _H_LABEL, self.module_labels[e]
+        if callable(e):
+            if id(e) not in self.func_labels:
+                self.func_labels[id(e)] = self._new_label(False)
+            return (_H_GETATTR if e is getattr else _H_LABEL), self.func_labels[id(e)]
+        if isinstance(e, str):
+            if e not in self.method_labels:
+                self.method_labels[e] = self._new_label(False)
+            return _H_LABEL, self.method_labels[e]
+        return _H_NEVER, 0
+
+    def _intern(self, sub):
+        if sub in self.sub_ids:
+            return self.sub_ids[sub]
+        if isinstance(sub, tuple):
+            kind, lab = self._head(sub[0])
+            kids = [self._intern(c) for c in sub[1:]]
+        else:
+            (kind, lab), kids = self._head(sub), []
+        sid = len(self.head)
+        self.head.append(kind)
+        self.label.append(lab)
+        self.check_args.append(int(bool(kids) and kind != _H_GETATTR))
+        self.child.extend(kids)
+        self.child_off.append(len(self.child))
+        self.sub_ids[sub] = sid
+        return sid
+
+    def automaton(self):
+        return _core.Automaton(
+            self.head, self.label, self.check_args, self.child_off, self.child,
+            self.top, self.label_is_module, len(self.label_is_module),
+        )
+
+    def _literal(self, a):
+        try:
+            sid = self.sub_ids.get(a)
+        except TypeError:  # unhashable: equals no pattern
+            sid = None
+        return -1 if sid is None else -(sid + 2)
+
+    def graph(self, gm):
+        modules = dict(gm.named_modules())
+        nodes = list(gm.graph.nodes)
+        index = {n: i for i, n in enumerate(nodes)}
+        label, users, arg_off, arg = [], [], [0], []
+        for n in nodes:
+            if n.op == "call_module":
+                m = modules.get(n.target)
+                lab = _K_MISSING_MODULE if m is None else self.module_labels.get(self._tbp(m), 0)
+            elif n.op == "call_function":
+                lab = self.func_labels.get(id(n.target), 0)
+            elif n.op == "call_method":
+                lab = self.method_labels.get(n.target, 0)
+            else:
+                lab = 0
+            label.append(lab)
+            users.append(len(n.users))
+            arg.extend(index[a] if isinstance(a, Node) else self._literal(a) for a in n.args)
+            arg_off.append(len(arg))
+        return nodes, _core.FlatGraph(label, users, arg_off, arg)
+
+
+def _ref_match_map(gm, sorted_dict):
+    try:
+        return _ref_find_matches(gm, gm.graph, sorted_dict)
+    except (AttributeError, KeyError, TypeError, AssertionError, IndexError) as e:
+        raise RefRaised(f"{type(e).__name__}: {e}") from e
+
+
+@needs_core
+@ci_settings
+@given(scenarios())
+def test_core_automaton_equals_reference(sc):
+    sorted_dict = sort_patterns(sc.patterns)
+    pats = list(sorted_dict)
+    enc = _DocEncoder(pats)
+    nodes, flat = enc.graph(sc.gm)
+    res = enc.automaton().match(flat)
+    try:
+        ref = _ref_match_map(sc.gm, sorted_dict)
+    except RefRaised as e:
+        kind = str(e).split(":")[0]
+        # the core reports a missing module exactly where the reference raises KeyError
+        if kind == "KeyError" and res.error:
+            assert res.missing_module, res.error
+        event(f"reference raised {kind}; core error={bool(res.error)}")
+        assume(False)
+    assert res.error == "", res.error
+    note(repr(sc))
+    note("reference = " + fmt_result({k: v[:3] for k, v in ref.items()}))
+    note(f"core: roots={res.roots} patterns={res.patterns} claimed={res.claimed} "
+         f"claimed_off={res.claimed_off} owner={res.owner}")
+    # claim order == the reference's match_map insertion order
+    assert [nodes[i].name for i in res.claimed] == list(ref)
+    assert len(res.claimed_off) == len(res.roots) + 1 == len(res.patterns) + 1
+    for m, (r, k) in enumerate(zip(res.roots, res.patterns)):
+        for i in res.claimed[res.claimed_off[m]:res.claimed_off[m + 1]]:
+            name = nodes[i].name
+            assert res.owner[i] == m
+            assert ref[name][0] is nodes[r], name
+            assert same(ref[name][1], pats[k]), name
+    assert sum(o >= 0 for o in res.owner) == len(ref)
+
+
+# ---- robustness (child process) ------------------------------------------------------
+
+_INT32_MIN = -(2**31)
+
+
+@st.composite
+def core_inputs(draw):
+    """Arrays for Automaton(...) / FlatGraph(...): valid ones, and ones with one defect."""
+    # ---- pattern arrays (valid first, then maybe one defect)
+    num_labels = _int(draw, 1, 4)
+    n_sub = _int(draw, 0, 6)
+    head, label, check_args, child_off, child = [], [], [], [0], []
+    for s in range(n_sub):
+        h = _int(draw, 0, 3) if s else _pick(draw, [0, 1, 2])
+        kids = [_int(draw, 0, s - 1) for _ in range(1 if h == 3 else _int(draw, 0, 3))] if s else []
+        if h == 3 and not kids:
+            h = 1
+        head.append(h)
+        label.append(_int(draw, 0, num_labels - 1))
+        check_args.append(_int(draw, 0, 1))
+        child.extend(kids)
+        child_off.append(len(child))
+    top = [_int(draw, 0, n_sub - 1) for _ in range(_int(draw, 0, 4))] if n_sub else []
+    auto = dict(head=head, label=label, check_args=check_args, child_off=child_off,
+                child=child, top=top,
+                label_is_module=[_int(draw, 0, 1) for _ in range(num_labels)],
+                num_labels=num_labels)
+    if _int(draw, 0, 3) == 0:
+        d = _int(draw, 0, 9)
+        if d == 2:
+            auto["num_labels"] = -1
+        elif d == 1:
+            auto[_pick(draw, ["head", "label", "check_args", "label_is_module"])].append(0)
+        elif d == 0 and n_sub >= 2:  # interior offsets arbitrary, ends kept
+            if _int(draw, 0, 1):
+                auto["child"], auto["child_off"][-1] = [], 0
+            for i in range(1, n_sub):
+                auto["child_off"][i] = _int(draw, -2, len(auto["child"]) + 6)
+        elif d == 3:
+            auto["child_off"][-1] += _pick(draw, [-1, 1])
+        elif d == 4 and child:
+            auto["child"][_int(draw, 0, len(child) - 1)] = _pick(draw, [-1, n_sub, n_sub + 3])
+        elif d == 5 and n_sub:
+            auto["label"][_int(draw, 0, n_sub - 1)] = _pick(draw, [-1, num_labels])
+        elif d == 6 and n_sub:
+            auto["head"][_int(draw, 0, n_sub - 1)] = _pick(draw, [-1, 4])
+        elif d == 7:
+            auto["top"].append(_pick(draw, [-1, n_sub]))
+        elif d == 8 and n_sub:
+            auto["head"][_int(draw, 0, n_sub - 1)] = 3  # getattr with != 1 child, maybe
+        else:
+            auto["child_off"] = [_int(draw, -3, 9) for _ in range(n_sub + 1)]
+    # ---- graph arrays
+    n = _int(draw, 0, 7)
+    g_label, users, arg_off, arg = [], [], [0], []
+    for i in range(n):
+        g_label.append(_int(draw, -1, num_labels - 1))
+        users.append(_int(draw, 0, 3))
+        for _ in range(_int(draw, 0, 3)):
+            if i and _int(draw, 0, 2):
+                arg.append(_int(draw, 0, i - 1))
+            else:
+                arg.append(-(_int(draw, -1, n_sub - 1) + 2))  # literal code (or -1)
+        arg_off.append(len(arg))
+    graph = dict(label=g_label, users=users, arg_off=arg_off, arg=arg)
+    exclude = []
+    for _ in range(_int(draw, 0, 2) if n and top else 0):
+        exclude += [_int(draw, 0, n - 1), _int(draw, 0, len(top) - 1)]
+    if _int(draw, 0, 2) == 0:
+        d = _int(draw, 0, 9)
+        if d == 1:
+            graph[_pick(draw, ["label", "users", "arg_off"])].append(0)
+        elif d == 0 and n >= 2:  # interior offsets arbitrary, ends kept
+            if _int(draw, 0, 1):
+                graph["arg"], graph["arg_off"][-1] = [], 0
+            for i in range(1, n):
+                graph["arg_off"][i] = _int(draw, -2, len(graph["arg"]) + 6)
+        elif d == 2:
+            graph["arg_off"][-1] += _pick(draw, [-1, 1])
+        elif d == 3 and arg:
+            graph["arg"][_int(draw, 0, len(arg) - 1)] = _pick(draw, [n, n + 5, 2**31 - 1])
+        elif d == 4 and arg:
+            graph["arg"][_int(draw, 0, len(arg) - 1)] = _pick(draw, [-(n_sub + 2), -(n_sub + 9), _INT32_MIN])
+        elif d == 5 and n:
+            graph["label"][_int(draw, 0, n - 1)] = _pick(draw, [-2, num_labels, _INT32_MIN])
+        elif d == 6 and n:
+            graph["users"][_int(draw, 0, n - 1)] = -1
+        elif d == 7:
+            exclude.append(0)
+        elif d == 8:
+            exclude += [_pick(draw, [-1, n, 0]), _pick(draw, [-1, len(top), 0])]
+        else:
+            graph["arg_off"] = [_int(draw, -3, 9) for _ in range(n + 1)]
+    return auto, graph, exclude
+
+
+def _check_core_case(auto, graph, exclude):
+    """The documented contract for one input. Raises AssertionError on violation."""
+    try:
+        a = _core.Automaton(**auto)
+    except ValueError:
+        return "automaton rejected"
+    fg = _core.FlatGraph(**graph)
+    r = a.match(fg, exclude)  # must not raise
+    if r.error:
+        return "graph rejected"
+    n = len(graph["label"])
+    assert len(r.owner) == n
+    assert len(r.claimed_off) == len(r.roots) + 1 == len(r.patterns) + 1
+    assert r.claimed_off[0] == 0 and r.claimed_off[-1] == len(r.claimed)
+    assert all(0 <= x < n for x in r.roots + r.claimed)
+    assert all(0 <= k < len(auto["top"]) for k in r.patterns)
+    assert len(set(r.claimed)) == len(r.claimed)
+    return "matched"
+
+
+def _core_fuzz_main(n_examples, state_path):
+    """Child-process entry: fuzz the core, recording each case before running it."""
+    @settings(max_examples=n_examples, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(core_inputs())
+    def run(case):
+        with open(state_path, "w") as f:
+            f.write(repr(case))
+        event(_check_core_case(*case))
+    run()
+    os.remove(state_path)
+
+
+def _run_core_child(args, timeout=900):
+    import subprocess
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@needs_core
+def test_core_contract_on_malformed_arrays():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        state = os.path.join(d, "case.txt")
+        p = _run_core_child(["--core-fuzz", str(_N_EXAMPLES), state])
+        last = "<none>"
+        if os.path.exists(state):
+            with open(state) as f:
+                last = f.read()
+    assert p.returncode == 0, (
+        f"core fuzz child exited with {p.returncode} (negative = killed by signal)\n"
+        f"last case (auto, graph, exclude) = {last}\n--- stderr tail ---\n{p.stderr[-3000:]}"
+    )
+
+
+_CORE_CRASH_SNIPPETS = {
+    # child_off not monotone, first slice larger than `child` (empty)
+    "automaton_child_off": (
+        "from pyfuse import _core\n"
+        "try:\n"
+        "    _core.Automaton([0, 0], [0, 0], [0, 0], [0, 5, 0], [], [], [], 0)\n"
+        "    print('constructed')\n"
+        "except ValueError as e:\n"
+        "    print('ValueError', e)\n"
+    ),
+    # arg_off not monotone, first slice larger than `arg` (empty)
+    "match_arg_off": (
+        "from pyfuse import _core\n"
+        "a = _core.Automaton([1], [0], [0], [0, 0], [], [0], [0], 1)\n"
+        "r = a.match(_core.FlatGraph([0, 0], [0, 0], [0, 5, 0], []))\n"
+        "assert r.error, 'malformed graph accepted'\n"
+        "print('error:', r.error)\n"
+    ),
+}
+
+
+@needs_core
+@pytest.mark.parametrize("case", sorted(_CORE_CRASH_SNIPPETS))
+def test_core_regression_nonmonotone_offsets(case):
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-c", _CORE_CRASH_SNIPPETS[case]],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (
+        f"exit code {p.returncode} (-11 = SIGSEGV)\n{_CORE_CRASH_SNIPPETS[case]}\n{p.stderr[-2000:]}"
+    )
+    assert "constructed" not in p.stdout  # the documented contract: ValueError
 
 
 # --------------------------------------------------------------------------------------
 # development statistics: python tests/test_pbt_matcher.py [N]
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] == ["--core-fuzz"]:
+    _core_fuzz_main(int(sys.argv[2]), sys.argv[3])
+elif __name__ == "__main__":
     import collections
     import time
 
@@ -913,7 +1256,6 @@ if __name__ == "__main__":
     @given(scenarios(), st.data())
     def _collect(sc, data):
         stats["examples"] += 1
-        sc.gm.graph.lint()
         sizes.append(len(sc.gm.graph.nodes))
         sd = sort_patterns(sc.patterns)
         try:
@@ -925,9 +1267,7 @@ if __name__ == "__main__":
         if ref:
             stats[">=1 match"] += 1
         stats["matched keys total"] += len(ref)
-        for v in ref.values():
-            if v[0].name == v[2][0].name if isinstance(v[2], list) and v[2] and isinstance(v[2][0], Node) else False:
-                stats["root entries"] += 1
+        stats["matches (roots)"] += sum(1 for k, v in ref.items() if v[0].name == k)
         perm = data.draw(st.permutations(sc.patterns))
         try:
             ref2 = run_reference(sc.gm, sort_patterns(perm))

@@ -339,8 +339,28 @@ MatchResult Automaton::match(const GraphArrays& g) const {
                 }
             }
             if(t == Tri::raises) {
+                // Report the missing module's node: follow the raising children down.
+                std::int32_t at_node = node;
+                std::int32_t at_sub = sub;
+                while(g.label[static_cast<std::size_t>(at_node)] != kMissingModule) {
+                    const Sub& cur = subs_[static_cast<std::size_t>(at_sub)];
+                    const auto off = g.arg_off[static_cast<std::size_t>(at_node)];
+                    bool moved = false;
+                    for(std::int32_t k = 0; k < cur.child_end - cur.child_begin && !moved; ++k) {
+                        const std::int32_t c = children_[static_cast<std::size_t>(cur.child_begin + k)];
+                        const std::int32_t a = g.arg[static_cast<std::size_t>(off + k)];
+                        if(accepts_arg(c, a, g, bits) == Tri::raises) {
+                            at_node = a;
+                            at_sub = c;
+                            moved = true;
+                        }
+                    }
+                    if(!moved) {
+                        break;
+                    }
+                }
                 r.missing_module = true;
-                return fail("module lookup of a missing call_module target", node);
+                return fail("module lookup of a missing call_module target", at_node);
             }
             if(t == Tri::yes) {
                 const auto id = static_cast<std::int32_t>(r.match_root.size());
