@@ -130,8 +130,13 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     gm = _load_model(args.model, args.qat)
     n_before = len(gm.graph.nodes)
     out, report = pyfuse.fuse(gm, args.qat, backend_config=_backend(args.backend), return_report=True)
+    saved_as = "GraphModule"
     if args.out:
-        torch.save(out, args.out)
+        try:
+            torch.save(out, args.out)
+        except Exception:  # noqa: BLE001 (torch cannot pickle some GraphModules)
+            torch.save({"code": out.code, "state_dict": out.state_dict()}, args.out)
+            saved_as = "dict of code and state_dict (torch could not pickle the GraphModule)"
     if args.json:
         print(json.dumps({
             "nodes_before": n_before,
@@ -147,7 +152,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         for s in report.skipped:
             print(f"  skipped {s.pattern} at {', '.join(s.nodes)}: {s.reason}")
         if args.out:
-            print(f"saved to {args.out} (torch.load(..., weights_only=False))")
+            print(f"saved to {args.out}: {saved_as}")
     return 0
 
 
