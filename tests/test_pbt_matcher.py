@@ -29,35 +29,35 @@ import operator
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, assume, event, given, note, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.fx import Graph, GraphModule, Node  # noqa: E402
-from torch.nn.utils import parametrize  # noqa: E402
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, assume, event, given, note, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.fx import Graph, GraphModule, Node
+from torch.nn.utils import parametrize
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    import torch.ao.quantization  # noqa: F401,E402  (makes backend_config.utils importable)
-    from torch.ao.quantization.backend_config import get_native_backend_config  # noqa: E402
-    from torch.ao.quantization.backend_config.onednn import (  # noqa: E402
+    import torch.ao.quantization
+    from torch.ao.quantization.backend_config import get_native_backend_config
+    from torch.ao.quantization.backend_config.onednn import (
         get_onednn_backend_config,
     )
-    from torch.ao.quantization.fx.fuse import _find_matches as _ref_find_matches  # noqa: E402
-    from torch.ao.quantization.fx.fuse_handler import DefaultFuseHandler  # noqa: E402
-    from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict  # noqa: E402
-    from torch.ao.quantization.utils import MatchAllNode  # noqa: E402
+    from torch.ao.quantization.fx.fuse import _find_matches as _ref_find_matches
+    from torch.ao.quantization.fx.fuse_handler import DefaultFuseHandler
+    from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
+    from torch.ao.quantization.utils import MatchAllNode
 
 try:
     from pyfuse._match import find_matches as _pf_find_matches
-except Exception:  # not written yet / not built
+except Exception:  # noqa: BLE001 - not written yet / not built
     _pf_find_matches = None
 
 _N_EXAMPLES = int(os.environ.get("PYFUSE_PBT_EXAMPLES", "200"))
@@ -110,9 +110,9 @@ MODULE_KINDS = {
     "BatchNorm1d": lambda: nn.BatchNorm1d(1),
     "BatchNorm2d": lambda: nn.BatchNorm2d(1),
     "BatchNorm3d": lambda: nn.BatchNorm3d(1),
-    "ReLU": lambda: nn.ReLU(),
-    "LeakyReLU": lambda: nn.LeakyReLU(),
-    "Tanh": lambda: nn.Tanh(),
+    "ReLU": nn.ReLU,
+    "LeakyReLU": nn.LeakyReLU,
+    "Tanh": nn.Tanh,
     "MyConv2d": lambda: MyConv2d(1, 1, 1),
     "ParamConv2d": lambda: _parametrized(nn.Conv2d(1, 1, 1)),
     "ParamMyConv2d": lambda: _parametrized(MyConv2d(1, 1, 1)),
@@ -120,8 +120,17 @@ MODULE_KINDS = {
 }
 # kinds most graphs are made of (the rest appear through pattern planting / decoys)
 COMMON_KINDS = [
-    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear", "BatchNorm1d",
-    "BatchNorm2d", "BatchNorm3d", "ReLU", "MyConv2d", "ParamConv2d",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose2d",
+    "Linear",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "ReLU",
+    "MyConv2d",
+    "ParamConv2d",
 ]
 # pattern type -> module kinds with exactly that type_before_parametrizations
 KINDS_FOR_TYPE = {
@@ -149,17 +158,30 @@ DECOY_KINDS = {
 }
 
 PAT_MODULES = [
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm1d,
-    nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, MyConv2d,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose2d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.ReLU,
+    MyConv2d,
 ]
 PAT_FUNCTIONS = [F.relu, torch.relu, operator.add, torch.add]
 PAT_METHODS = ["relu", "add", "size"]
 _BINARY_HEADS = {operator.add, torch.add, "add"}
 
 _NAMES = {
-    F.relu: "F.relu", torch.relu: "torch.relu", operator.add: "operator.add",
-    torch.add: "torch.add", getattr: "getattr", F.leaky_relu: "F.leaky_relu",
-    torch.tanh: "torch.tanh", MatchAllNode: "MatchAllNode",
+    F.relu: "F.relu",
+    torch.relu: "torch.relu",
+    operator.add: "operator.add",
+    torch.add: "torch.add",
+    getattr: "getattr",
+    F.leaky_relu: "F.leaky_relu",
+    torch.tanh: "torch.tanh",
+    MatchAllNode: "MatchAllNode",
 }
 
 
@@ -187,12 +209,20 @@ def _fmt(x):
 
 def _native_patterns():
     bc = get_native_backend_config()
-    return [p for p, c in bc._pattern_complex_format_to_config.items() if c.fuser_method is not None]
+    return [
+        p
+        for p, c in bc._pattern_complex_format_to_config.items()
+        if c.fuser_method is not None
+    ]
 
 
 def _onednn_patterns():
     bc = get_onednn_backend_config()
-    return [p for p, c in bc._pattern_complex_format_to_config.items() if c.fuser_method is not None]
+    return [
+        p
+        for p, c in bc._pattern_complex_format_to_config.items()
+        if c.fuser_method is not None
+    ]
 
 
 with warnings.catch_warnings():
@@ -223,7 +253,23 @@ def _pick(draw, seq):
 # pattern strategies
 
 _LITERAL_ENTRIES = [0, 1, 2, None, 1.5, (1, 2)]
-_LITERALS = [0, 1, 2, 3, -1, 0.5, -1.0, 2.0, "a", "shape", "relu", None, (0, 1), (2, 3), ()]
+_LITERALS = [
+    0,
+    1,
+    2,
+    3,
+    -1,
+    0.5,
+    -1.0,
+    2.0,
+    "a",
+    "shape",
+    "relu",
+    None,
+    (0, 1),
+    (2, 3),
+    (),
+]
 
 
 def _gen_pattern(draw, depth=0, top=True):
@@ -254,13 +300,18 @@ def _gen_pattern(draw, depth=0, top=True):
     else:
         n_args = 2 if head in _BINARY_HEADS else 1
     args = tuple(_gen_pattern(draw, depth + 1, top=False) for _ in range(n_args))
-    return (head,) + args
+    return (head, *args)
 
 
 _SWAPS = {
-    nn.ReLU: [F.relu, torch.relu, "relu"], F.relu: [nn.ReLU, torch.relu], torch.relu: [F.relu, "relu"],
-    operator.add: [torch.add, "add"], torch.add: [operator.add, "add"], "add": [operator.add],
-    nn.Conv2d: [MyConv2d, nn.ConvTranspose2d], MyConv2d: [nn.Conv2d],
+    nn.ReLU: [F.relu, torch.relu, "relu"],
+    F.relu: [nn.ReLU, torch.relu],
+    torch.relu: [F.relu, "relu"],
+    operator.add: [torch.add, "add"],
+    torch.add: [operator.add, "add"],
+    "add": [operator.add],
+    nn.Conv2d: [MyConv2d, nn.ConvTranspose2d],
+    MyConv2d: [nn.Conv2d],
 }
 
 
@@ -278,7 +329,7 @@ def _variant(draw, p):
     else:
         alts = _SWAPS.get(e) if not isinstance(e, tuple) else None
         new = _pick(draw, alts) if alts else MatchAllNode if i > 0 else e
-    return p[:i] + (new,) + p[i + 1:]
+    return (*p[:i], new, *p[i + 1 :])
 
 
 @st.composite
@@ -296,7 +347,10 @@ def pattern_lists(draw):
     if source in ("onednn", "mixed"):
         pats += [_pick(draw, ONEDNN_PATTERNS) for _ in range(_int(draw, 0, 12))]
     if source in ("random", "mixed"):
-        pats += [_gen_pattern(draw) for _ in range(_int(draw, 0 if source == "mixed" else 1, 8))]
+        pats += [
+            _gen_pattern(draw)
+            for _ in range(_int(draw, 0 if source == "mixed" else 1, 8))
+        ]
     if source == "native" and _int(draw, 0, 3) == 0:
         pats = list(NATIVE_PATTERNS)
     if not pats:
@@ -314,7 +368,7 @@ def pattern_lists(draw):
 
 def sort_patterns(pats):
     """Priority order exactly as the reference computes it."""
-    return _sorted_patterns_dict({p: DefaultFuseHandler for p in pats})
+    return _sorted_patterns_dict(dict.fromkeys(pats, DefaultFuseHandler))
 
 
 # --------------------------------------------------------------------------------------
@@ -332,7 +386,7 @@ class Scenario:
         for n in self.gm.graph.nodes:
             tgt = n.target if isinstance(n.target, str) else _fmt(n.target)
             rows.append(
-                f"  {n.op:<13} {n.name:<16} {str(tgt):<16} args={_fmt(n.args)}"
+                f"  {n.op:<13} {n.name:<16} {tgt!s:<16} args={_fmt(n.args)}"
                 + (f" kwargs={_fmt(n.kwargs)}" if n.kwargs else "")
                 + f" users={[u.name for u in n.users]}"
             )
@@ -362,7 +416,9 @@ def scenarios(draw, max_ops=24):
         if allow_alias and not aliased and plan and _int(draw, 0, 4) == 0:
             aliased.append(path)
             # same instance registered under a second name: named_modules() hides it
-            other = _pick(draw, sorted(p for p, k in plan.items() if isinstance(k, str)))
+            other = _pick(
+                draw, sorted(p for p, k in plan.items() if isinstance(k, str))
+            )
             plan[path] = ("alias", other)
         else:
             plan[path] = kind
@@ -440,7 +496,9 @@ def scenarios(draw, max_ops=24):
             if v == 1:
                 return add(g.call_function(torch.add, (pick(),), {"other": pick()}))
             if v == 2:
-                return add(g.call_function(torch.add, ((pick(), 1), pick())))  # tuple literal holding a node
+                return add(
+                    g.call_function(torch.add, ((pick(), 1), pick()))
+                )  # tuple literal holding a node
             if v in (3, 4):
                 return add(g.call_function(torch.add, (pick(), pick()), {"alpha": 2}))
             if v == 5:
@@ -472,7 +530,24 @@ def scenarios(draw, max_ops=24):
         if k < 92:
             return add(g.call_function(torch.tanh, (pick(),)))
         # plain module call with a fresh decoy
-        return add(g.call_module(new_path(_pick(draw, ["MyConv2d", "ParamMyConv2d", "ParamLinear", "LeakyReLU", "Tanh", "ConvTranspose1d"])), (pick(),)))
+        return add(
+            g.call_module(
+                new_path(
+                    _pick(
+                        draw,
+                        [
+                            "MyConv2d",
+                            "ParamMyConv2d",
+                            "ParamLinear",
+                            "LeakyReLU",
+                            "Tanh",
+                            "ConvTranspose1d",
+                        ],
+                    )
+                ),
+                (pick(),),
+            )
+        )
 
     def head_node(head, args):
         if isinstance(head, type) and issubclass(head, nn.Module):
@@ -481,9 +556,11 @@ def scenarios(draw, max_ops=24):
             return add(g.call_module(path_for_type(head), tuple(args)))
         if isinstance(head, str):
             if not args or not isinstance(args[0], Node):
-                args = [pick()] + list(args[1:])  # `self` of a method call must be a node
+                args = [pick(), *args[1:]]  # `self` of a method call must be a node
             return add(g.call_method(head, tuple(args)))
-        if callable(head) and not (isinstance(head, type) and issubclass(head, MatchAllNode)):
+        if callable(head) and not (
+            isinstance(head, type) and issubclass(head, MatchAllNode)
+        ):
             if not args:
                 args = [pick()]
             if head is operator.add:  # FX codegen of `a + b` needs two operands
@@ -499,10 +576,12 @@ def scenarios(draw, max_ops=24):
         if isinstance(p, tuple):
             head, *subs = p
             if head is getattr:
-                name = subs[0] if len(subs) == 1 and isinstance(subs[0], str) else "shape"
+                name = (
+                    subs[0] if len(subs) == 1 and isinstance(subs[0], str) else "shape"
+                )
                 return add(g.call_function(getattr, (pick(), name)))
             if _int(draw, 0, 19) == 0 and subs:  # perturb arity
-                subs = subs[:-1] if _int(draw, 0, 1) == 1 else subs + [subs[-1]]
+                subs = subs[:-1] if _int(draw, 0, 1) == 1 else [*subs, subs[-1]]
             args = []
             for s in subs:
                 if _int(draw, 0, 14) == 0:
@@ -539,10 +618,7 @@ def scenarios(draw, max_ops=24):
             if not hasattr(parent, item):
                 setattr(parent, item, nn.Module())
             parent = getattr(parent, item)
-        if isinstance(kind, tuple):
-            m = instances[kind[1]]
-        else:
-            m = MODULE_KINDS[kind]()
+        m = instances[kind[1]] if isinstance(kind, tuple) else MODULE_KINDS[kind]()
         instances[path] = m
         setattr(parent, field, m)
     gm = GraphModule(root, g)
@@ -573,7 +649,7 @@ def same(a, b):
     if type(a) is not type(b):
         return False
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=False))
     return a == b
 
 
@@ -597,15 +673,21 @@ def diff_results(ref, got):
         names = ("root_node", "pattern", "matched_node_pattern")
         for i in range(3):
             if not same(rv[i], gv[i]):
-                out.append(f"[{k}] {names[i]}: reference={_fmt(rv[i])} pyfuse={_fmt(gv[i])}")
+                out.append(
+                    f"[{k}] {names[i]}: reference={_fmt(rv[i])} pyfuse={_fmt(gv[i])}"
+                )
     return out
 
 
 def fmt_result(res):
-    return "{\n" + "".join(
-        f"  {k!r}: (root={v[0].name}, pattern={_fmt(v[1])}, nodes={_fmt(v[2])})\n"
-        for k, v in res.items()
-    ) + "}"
+    return (
+        "{\n"
+        + "".join(
+            f"  {k!r}: (root={v[0].name}, pattern={_fmt(v[1])}, nodes={_fmt(v[2])})\n"
+            for k, v in res.items()
+        )
+        + "}"
+    )
 
 
 def _graph_fingerprint(graph):
@@ -662,7 +744,7 @@ def test_find_matches_deterministic(sc):
     before = _graph_fingerprint(gm.graph)
     try:
         first = _pf_find_matches(gm, gm.graph, pats)
-    except Exception as e:  # deterministic failure is still deterministic
+    except Exception as e:  # noqa: BLE001 - a failure must be deterministic too
         with pytest.raises(type(e)):
             _pf_find_matches(gm, gm.graph, pats)
         assert _graph_fingerprint(gm.graph) == before
@@ -671,7 +753,7 @@ def test_find_matches_deterministic(sc):
     assert list(first) == list(second)
     for k in first:
         assert len(first[k]) == len(second[k])
-        for a, b in zip(first[k], second[k]):
+        for a, b in zip(first[k], second[k], strict=False):
             assert same(a, b), f"[{k}] {_fmt(a)} != {_fmt(b)}"
     assert _graph_fingerprint(gm.graph) == before, "find_matches mutated the graph"
 
@@ -683,7 +765,9 @@ def test_pattern_order_same_effect(sc, data):
     perm = data.draw(st.permutations(sc.patterns), label="permuted patterns")
     ref_a = check_against_reference(sc, sc.patterns)
     ref_b = check_against_reference(sc, perm)
-    if set(ref_a) != set(ref_b) or any(not same(ref_a[k], ref_b[k]) for k in ref_a if k in ref_b):
+    if set(ref_a) != set(ref_b) or any(
+        not same(ref_a[k], ref_b[k]) for k in ref_a if k in ref_b
+    ):
         event("order changed the reference result")
 
 
@@ -706,7 +790,13 @@ def _compare(gm, patterns):
     if _pf_find_matches is not None:
         got = _pf_find_matches(gm, gm.graph, list(sorted_dict))
         diffs = diff_results(ref, got)
-        assert not diffs, "\n".join(diffs) + "\nreference=" + fmt_result(ref) + "\npyfuse=" + fmt_result(got)
+        assert not diffs, (
+            "\n".join(diffs)
+            + "\nreference="
+            + fmt_result(ref)
+            + "\npyfuse="
+            + fmt_result(got)
+        )
     return ref
 
 
@@ -804,9 +894,12 @@ def test_regression_same_module_called_twice():
         g.output(r2)
 
     mods = {"conv": nn.Conv2d(1, 1, 1), "bn": nn.BatchNorm2d(1)}
-    ref = _compare(_gm(build, mods), list(NATIVE_PATTERNS) + [(torch.relu, nn.Conv2d)])
+    ref = _compare(_gm(build, mods), [*list(NATIVE_PATTERNS), (torch.relu, nn.Conv2d)])
     assert set(ref) == {"relu", "conv_1", "bn", "conv"}
-    ref = _compare(_gm(build, mods), list(NATIVE_PATTERNS) + [(torch.relu, nn.Conv2d), ("relu", torch.relu)])
+    ref = _compare(
+        _gm(build, mods),
+        [*list(NATIVE_PATTERNS), (torch.relu, nn.Conv2d), ("relu", torch.relu)],
+    )
     assert set(ref) == {"relu_1", "relu", "bn", "conv"}  # conv_1 left alone
 
 
@@ -830,7 +923,9 @@ def test_regression_getattr_pattern_claims_its_input():
     assert set(ref) == {"getattr_1", "relu"}
     assert ref["relu"][1] == (getattr, "shape")
     assert same(ref["relu"][2], [n["getattr_1"], n["relu"]])
-    ref = _compare(_gm(build, mods), [(getattr, "dtype"), (getattr, "shape"), (nn.ReLU, nn.Conv2d)])
+    ref = _compare(
+        _gm(build, mods), [(getattr, "dtype"), (getattr, "shape"), (nn.ReLU, nn.Conv2d)]
+    )
     assert set(ref) == {"getattr_1", "getattr_2", "relu"}
     _compare(_gm(build, mods), [(nn.ReLU, nn.Conv2d), (getattr, "dtype")])
 
@@ -874,7 +969,7 @@ def test_regression_kwargs_ignored_and_arity():
         g.output(a)
 
     mods = {"conv": nn.Conv2d(1, 1, 1), "conv2": nn.Conv2d(1, 1, 1)}
-    ref = _compare(_gm(build, mods), list(ONEDNN_PATTERNS) + [(torch.add, nn.Conv2d)])
+    ref = _compare(_gm(build, mods), [*list(ONEDNN_PATTERNS), (torch.add, nn.Conv2d)])
     assert ref["add"][1] == (torch.add, nn.Conv2d)
     assert ref["relu"][1] == (F.relu, nn.Conv2d)
 
@@ -910,7 +1005,7 @@ def test_regression_tie_order(first):
 
 try:
     from pyfuse import _core
-except Exception:  # not built
+except Exception:  # noqa: BLE001 - not built
     _core = None
 
 needs_core = pytest.mark.skipif(_core is None, reason="pyfuse._core not importable")
@@ -930,7 +1025,13 @@ class _DocEncoder:
         self.module_labels, self.func_labels, self.method_labels = {}, {}, {}
         self.label_is_module = [0]  # label 0 names nothing
         self.sub_ids = {}
-        self.head, self.label, self.check_args, self.child_off, self.child = [], [], [], [0], []
+        self.head, self.label, self.check_args, self.child_off, self.child = (
+            [],
+            [],
+            [],
+            [0],
+            [],
+        )
         self.top = [self._intern(p) for p in self.patterns]
 
     def _new_label(self, is_module):
@@ -973,8 +1074,14 @@ class _DocEncoder:
 
     def automaton(self):
         return _core.Automaton(
-            self.head, self.label, self.check_args, self.child_off, self.child,
-            self.top, self.label_is_module, len(self.label_is_module),
+            self.head,
+            self.label,
+            self.check_args,
+            self.child_off,
+            self.child,
+            self.top,
+            self.label_is_module,
+            len(self.label_is_module),
         )
 
     def _literal(self, a):
@@ -992,7 +1099,11 @@ class _DocEncoder:
         for n in nodes:
             if n.op == "call_module":
                 m = modules.get(n.target)
-                lab = _K_MISSING_MODULE if m is None else self.module_labels.get(self._tbp(m), 0)
+                lab = (
+                    _K_MISSING_MODULE
+                    if m is None
+                    else self.module_labels.get(self._tbp(m), 0)
+                )
             elif n.op == "call_function":
                 lab = self.func_labels.get(id(n.target), 0)
             elif n.op == "call_method":
@@ -1001,7 +1112,9 @@ class _DocEncoder:
                 lab = 0
             label.append(lab)
             users.append(len(n.users))
-            arg.extend(index[a] if isinstance(a, Node) else self._literal(a) for a in n.args)
+            arg.extend(
+                index[a] if isinstance(a, Node) else self._literal(a) for a in n.args
+            )
             arg_off.append(len(arg))
         return nodes, _core.FlatGraph(label, users, arg_off, arg)
 
@@ -1034,13 +1147,15 @@ def test_core_automaton_equals_reference(sc):
     assert res.error == "", res.error
     note(repr(sc))
     note("reference = " + fmt_result({k: v[:3] for k, v in ref.items()}))
-    note(f"core: roots={res.roots} patterns={res.patterns} claimed={res.claimed} "
-         f"claimed_off={res.claimed_off} owner={res.owner}")
+    note(
+        f"core: roots={res.roots} patterns={res.patterns} claimed={res.claimed} "
+        f"claimed_off={res.claimed_off} owner={res.owner}"
+    )
     # claim order == the reference's match_map insertion order
     assert [nodes[i].name for i in res.claimed] == list(ref)
     assert len(res.claimed_off) == len(res.roots) + 1 == len(res.patterns) + 1
-    for m, (r, k) in enumerate(zip(res.roots, res.patterns)):
-        for i in res.claimed[res.claimed_off[m]:res.claimed_off[m + 1]]:
+    for m, (r, k) in enumerate(zip(res.roots, res.patterns, strict=True)):
+        for i in res.claimed[res.claimed_off[m] : res.claimed_off[m + 1]]:
             name = nodes[i].name
             assert res.owner[i] == m
             assert ref[name][0] is nodes[r], name
@@ -1062,7 +1177,11 @@ def core_inputs(draw):
     head, label, check_args, child_off, child = [], [], [], [0], []
     for s in range(n_sub):
         h = _int(draw, 0, 3) if s else _pick(draw, [0, 1, 2])
-        kids = [_int(draw, 0, s - 1) for _ in range(1 if h == 3 else _int(draw, 0, 3))] if s else []
+        kids = (
+            [_int(draw, 0, s - 1) for _ in range(1 if h == 3 else _int(draw, 0, 3))]
+            if s
+            else []
+        )
         if h == 3 and not kids:
             h = 1
         head.append(h)
@@ -1071,16 +1190,24 @@ def core_inputs(draw):
         child.extend(kids)
         child_off.append(len(child))
     top = [_int(draw, 0, n_sub - 1) for _ in range(_int(draw, 0, 4))] if n_sub else []
-    auto = dict(head=head, label=label, check_args=check_args, child_off=child_off,
-                child=child, top=top,
-                label_is_module=[_int(draw, 0, 1) for _ in range(num_labels)],
-                num_labels=num_labels)
+    auto = {
+        "head": head,
+        "label": label,
+        "check_args": check_args,
+        "child_off": child_off,
+        "child": child,
+        "top": top,
+        "label_is_module": [_int(draw, 0, 1) for _ in range(num_labels)],
+        "num_labels": num_labels,
+    }
     if _int(draw, 0, 3) == 0:
         d = _int(draw, 0, 9)
         if d == 2:
             auto["num_labels"] = -1
         elif d == 1:
-            auto[_pick(draw, ["head", "label", "check_args", "label_is_module"])].append(0)
+            auto[
+                _pick(draw, ["head", "label", "check_args", "label_is_module"])
+            ].append(0)
         elif d == 0 and n_sub >= 2:  # interior offsets arbitrary, ends kept
             if _int(draw, 0, 1):
                 auto["child"], auto["child_off"][-1] = [], 0
@@ -1089,7 +1216,9 @@ def core_inputs(draw):
         elif d == 3:
             auto["child_off"][-1] += _pick(draw, [-1, 1])
         elif d == 4 and child:
-            auto["child"][_int(draw, 0, len(child) - 1)] = _pick(draw, [-1, n_sub, n_sub + 3])
+            auto["child"][_int(draw, 0, len(child) - 1)] = _pick(
+                draw, [-1, n_sub, n_sub + 3]
+            )
         elif d == 5 and n_sub:
             auto["label"][_int(draw, 0, n_sub - 1)] = _pick(draw, [-1, num_labels])
         elif d == 6 and n_sub:
@@ -1112,7 +1241,7 @@ def core_inputs(draw):
             else:
                 arg.append(-(_int(draw, -1, n_sub - 1) + 2))  # literal code (or -1)
         arg_off.append(len(arg))
-    graph = dict(label=g_label, users=users, arg_off=arg_off, arg=arg)
+    graph = {"label": g_label, "users": users, "arg_off": arg_off, "arg": arg}
     exclude = []
     for _ in range(_int(draw, 0, 2) if n and top else 0):
         exclude += [_int(draw, 0, n - 1), _int(draw, 0, len(top) - 1)]
@@ -1128,11 +1257,17 @@ def core_inputs(draw):
         elif d == 2:
             graph["arg_off"][-1] += _pick(draw, [-1, 1])
         elif d == 3 and arg:
-            graph["arg"][_int(draw, 0, len(arg) - 1)] = _pick(draw, [n, n + 5, 2**31 - 1])
+            graph["arg"][_int(draw, 0, len(arg) - 1)] = _pick(
+                draw, [n, n + 5, 2**31 - 1]
+            )
         elif d == 4 and arg:
-            graph["arg"][_int(draw, 0, len(arg) - 1)] = _pick(draw, [-(n_sub + 2), -(n_sub + 9), _INT32_MIN])
+            graph["arg"][_int(draw, 0, len(arg) - 1)] = _pick(
+                draw, [-(n_sub + 2), -(n_sub + 9), _INT32_MIN]
+            )
         elif d == 5 and n:
-            graph["label"][_int(draw, 0, n - 1)] = _pick(draw, [-2, num_labels, _INT32_MIN])
+            graph["label"][_int(draw, 0, n - 1)] = _pick(
+                draw, [-2, num_labels, _INT32_MIN]
+            )
         elif d == 6 and n:
             graph["users"][_int(draw, 0, n - 1)] = -1
         elif d == 7:
@@ -1157,7 +1292,8 @@ def _check_core_case(auto, graph, exclude):
     n = len(graph["label"])
     assert len(r.owner) == n
     assert len(r.claimed_off) == len(r.roots) + 1 == len(r.patterns) + 1
-    assert r.claimed_off[0] == 0 and r.claimed_off[-1] == len(r.claimed)
+    assert r.claimed_off[0] == 0
+    assert r.claimed_off[-1] == len(r.claimed)
     assert all(0 <= x < n for x in r.roots + r.claimed)
     assert all(0 <= k < len(auto["top"]) for k in r.patterns)
     assert len(set(r.claimed)) == len(r.claimed)
@@ -1166,15 +1302,20 @@ def _check_core_case(auto, graph, exclude):
 
 def _core_fuzz_main(n_examples, state_path):
     """Child-process entry: fuzz the core, recording each case before running it."""
-    @settings(max_examples=n_examples, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+
+    @settings(
+        max_examples=n_examples,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(core_inputs())
     def run(case):
-        with open(state_path, "w") as f:
-            f.write(repr(case))
+        Path(state_path).write_text(repr(case))
         event(_check_core_case(*case))
+
     run()
-    os.remove(state_path)
+    Path(state_path).unlink()
 
 
 def _run_core_child(args, timeout=900):
@@ -1182,8 +1323,12 @@ def _run_core_child(args, timeout=900):
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -1192,12 +1337,9 @@ def test_core_contract_on_malformed_arrays():
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        state = os.path.join(d, "case.txt")
-        p = _run_core_child(["--core-fuzz", str(_N_EXAMPLES), state])
-        last = "<none>"
-        if os.path.exists(state):
-            with open(state) as f:
-                last = f.read()
+        state = Path(d) / "case.txt"
+        p = _run_core_child(["--core-fuzz", str(_N_EXAMPLES), str(state)])
+        last = state.read_text() if state.exists() else "<none>"
     assert p.returncode == 0, (
         f"core fuzz child exited with {p.returncode} (negative = killed by signal)\n"
         f"last case (auto, graph, exclude) = {last}\n--- stderr tail ---\n{p.stderr[-3000:]}"
@@ -1230,8 +1372,13 @@ _CORE_CRASH_SNIPPETS = {
 def test_core_regression_nonmonotone_offsets(case):
     import subprocess
 
-    p = subprocess.run([sys.executable, "-c", _CORE_CRASH_SNIPPETS[case]],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", _CORE_CRASH_SNIPPETS[case]],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, (
         f"exit code {p.returncode} (-11 = SIGSEGV)\n{_CORE_CRASH_SNIPPETS[case]}\n{p.stderr[-2000:]}"
     )
@@ -1251,8 +1398,12 @@ elif __name__ == "__main__":
     stats = collections.Counter()
     sizes = []
 
-    @settings(max_examples=N, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=N,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(scenarios(), st.data())
     def _collect(sc, data):
         stats["examples"] += 1
@@ -1273,12 +1424,16 @@ elif __name__ == "__main__":
             ref2 = run_reference(sc.gm, sort_patterns(perm))
         except RefRaised:
             return
-        if set(ref) != set(ref2) or any(not same(ref[k], ref2[k]) for k in ref if k in ref2):
+        if set(ref) != set(ref2) or any(
+            not same(ref[k], ref2[k]) for k in ref if k in ref2
+        ):
             stats["order changed result"] += 1
 
     t = time.time()
     _collect()
     dt = time.time() - t
-    print(f"{N} examples in {dt:.1f}s; nodes mean {sum(sizes)/len(sizes):.1f} max {max(sizes)}")
+    print(
+        f"{N} examples in {dt:.1f}s; nodes mean {sum(sizes) / len(sizes):.1f} max {max(sizes)}"
+    )
     for k, v in sorted(stats.items()):
         print(f"  {k:<40} {v}")

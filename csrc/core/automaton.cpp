@@ -59,6 +59,12 @@ Automaton::Automaton(const PatternArrays& p) : num_labels_(p.num_labels) {
     if(n_sub > static_cast<std::size_t>(INT32_MAX / 2)) {
         throw std::invalid_argument("too many sub-patterns");
     }
+    for(std::size_t s = 0; s < n_sub; ++s) {
+        if(p.child_off[s + 1] < p.child_off[s] ||
+           static_cast<std::size_t>(p.child_off[s + 1]) > p.child.size) {
+            throw std::invalid_argument(at("child_off out of range", s));
+        }
+    }
     label_is_module_.resize(static_cast<std::size_t>(p.num_labels));
     for(std::size_t l = 0; l < label_is_module_.size(); ++l) {
         label_is_module_[l] = p.label_is_module[l] != 0;
@@ -264,8 +270,9 @@ MatchResult Automaton::match(const GraphArrays& g) const {
         if(g.users[i] < 0) {
             return fail(at("negative user count", i), static_cast<std::int64_t>(i));
         }
-        if(g.arg_off[i + 1] < g.arg_off[i]) {
-            return fail(at("arg_off decreases", i), static_cast<std::int64_t>(i));
+        if(g.arg_off[i + 1] < g.arg_off[i] ||
+           static_cast<std::size_t>(g.arg_off[i + 1]) > g.arg.size) {
+            return fail(at("arg_off out of range", i), static_cast<std::int64_t>(i));
         }
         for(std::int32_t k = g.arg_off[i]; k < g.arg_off[i + 1]; ++k) {
             const std::int32_t a = g.arg[static_cast<std::size_t>(k)];
