@@ -32,7 +32,13 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule, Node
 
-from ._fusers import fast_fuser
+from ._fusers import (
+    _fast_conv_bn,
+    _fast_conv_bn_relu,
+    clear_prefolded,
+    fast_fuser,
+    prefold,
+)
 from ._match import Match, match_graph
 from ._patterns import CompiledPatterns, Flat, compile_patterns, sort_patterns
 
@@ -531,31 +537,52 @@ def _call_fusers(fusions: list[_Fusion], is_qat: bool, report: FuseReport) -> di
     """Fused module per root module path; the last fusion at a path wins, as in
     the reference. Mutates nothing the caller owns."""
     replaced: dict[str, torch.nn.Module] = {}
-    for f in fusions:
-        try:
-            fused = f.fuser(is_qat, *f.modules)
-        except Exception as e:
-            e.add_note(
-                f"pyfuse: while fusing {_pattern_name(f.match.pattern)} at nodes "
-                f"{[n.name for n in f.match.claimed]} (the model is unchanged)"
-            )
-            raise
-        if not isinstance(fused, torch.nn.Module):
-            raise FusionError(
-                f"the fuser method for {_pattern_name(f.match.pattern)} at node "
-                f"{f.match.last.name!r} returned {type(fused).__name__}, not an nn.Module"
-            )
-        f.fused = fused
-        replaced[str(f.root_node.target)] = fused
-        report.fused.append(
-            Fused(
-                _pattern_name(f.match.pattern),
-                tuple(n.name for n in f.match.claimed),
-                tuple(str(n.target) for n in f.match.claimed if n.op == "call_module"),
-                type(fused).__name__,
-            )
-        )
+    if not is_qat:
+        prefold(list(_conv_bn_pairs(fusions)))
+    try:
+        for f in fusions:
+            _call_one(f, is_qat, report, replaced)
+    finally:
+        clear_prefolded()
     return replaced
+
+
+def _conv_bn_pairs(fusions: list[_Fusion]) -> Iterable[tuple[Any, Any]]:
+    for f in fusions:
+        if f.fuser is _fast_conv_bn:
+            bn, conv = f.modules
+            yield conv, bn
+        elif f.fuser is _fast_conv_bn_relu:
+            _, (bn, conv) = f.modules
+            yield conv, bn
+
+
+def _call_one(
+    f: _Fusion, is_qat: bool, report: FuseReport, replaced: dict[str, torch.nn.Module]
+) -> None:
+    try:
+        fused = f.fuser(is_qat, *f.modules)
+    except Exception as e:
+        e.add_note(
+            f"pyfuse: while fusing {_pattern_name(f.match.pattern)} at nodes "
+            f"{[n.name for n in f.match.claimed]} (the model is unchanged)"
+        )
+        raise
+    if not isinstance(fused, torch.nn.Module):
+        raise FusionError(
+            f"the fuser method for {_pattern_name(f.match.pattern)} at node "
+            f"{f.match.last.name!r} returned {type(fused).__name__}, not an nn.Module"
+        )
+    f.fused = fused
+    replaced[str(f.root_node.target)] = fused
+    report.fused.append(
+        Fused(
+            _pattern_name(f.match.pattern),
+            tuple(n.name for n in f.match.claimed),
+            tuple(str(n.target) for n in f.match.claimed if n.op == "call_module"),
+            type(fused).__name__,
+        )
+    )
 
 
 def _require_graph_module(model: Any) -> GraphModule:

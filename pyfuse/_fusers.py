@@ -18,13 +18,16 @@ backend's fuser method is called exactly as given.
 
 from __future__ import annotations
 
+import collections
 import copy
+import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["fast_fuser"]
+__all__ = ["clear_prefolded", "fast_fuser", "prefold"]
 
 
 def _fold(
@@ -84,28 +87,42 @@ def _linear_bn_no_affine(linear: torch.nn.Linear, bn: torch.nn.modules.batchnorm
     return fused
 
 
-_IMMUTABLE = (int, float, bool, str, bytes, tuple, type(None), torch.dtype, torch.device)
+_IMMUTABLE = frozenset(
+    {int, float, bool, str, bytes, tuple, type(None), torch.dtype, torch.device,
+     types.FunctionType, types.BuiltinFunctionType}
+)  # what copy.deepcopy returns as is (functions included), or copies to an equal value
+_CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
 
 
 def _shell_copy(module: torch.nn.Module) -> torch.nn.Module | None:
-    """A copy sharing no mutable state with `module`, except its parameters
-    (which the caller replaces); None if `module` is not simple enough."""
+    """What ``copy.deepcopy(module)`` gives, except that the parameters are shared
+    (the caller replaces them); None where that is not simple to guarantee."""
     if module._buffers or module._modules:
         return None
     state: dict[str, Any] = {}
     for k, v in module.__dict__.items():
-        if k == "_parameters" or isinstance(v, (dict, list, set)):
-            if any(not isinstance(x, (*_IMMUTABLE, torch.nn.Parameter)) and not callable(x)
-                   for x in (v.values() if isinstance(v, dict) else v)):
+        t = type(v)
+        if t in _IMMUTABLE:
+            state[k] = v
+        elif t in _CONTAINERS:
+            items = v.values() if isinstance(v, dict) else v
+            if k != "_parameters" and any(type(x) not in _IMMUTABLE for x in items):
                 return None
             state[k] = v.copy()
-        elif isinstance(v, _IMMUTABLE):
-            state[k] = v
         else:
             return None
     clone = module.__class__.__new__(module.__class__)
     clone.__dict__.update(state)
     return clone
+
+
+class _Prefolded(threading.local):
+    """Folded (weight, bias) computed in batch for the current pass, by id(conv)."""
+
+    table: dict[tuple[int, int], tuple[torch.nn.Parameter, torch.nn.Parameter]] | None = None
+
+
+_prefolded = _Prefolded()
 
 
 def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Module:
@@ -116,16 +133,73 @@ def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Modul
     if fused is None or conv.training or bn.training or bn.running_mean is None:
         result: torch.nn.Module = fuse_conv_bn_eval(conv, bn, transpose)
         return result
-    fused.weight, fused.bias = fuse_conv_bn_weights(
-        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
-        bn.bias, transpose,
-    )
+    table = _prefolded.table
+    folded = table.pop((id(conv), id(bn)), None) if table is not None and not transpose else None
+    if folded is None:
+        folded = fuse_conv_bn_weights(
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
+            bn.bias, transpose,
+        )
+    fused.weight, fused.bias = folded
     return fused
 
 
+def prefold(pairs: list[tuple[Any, Any]]) -> None:
+    """Fold BN into conv for many (conv, bn) pairs with a few batched tensor ops.
+
+    Every element goes through the same elementwise operations in the same order
+    as torch's ``fuse_conv_bn_weights`` (rsqrt, mul, add are correctly rounded
+    per element), so the bits are the same; batching only removes per-call
+    dispatch. Pairs are grouped by everything the per-pair computation depends on
+    (dtypes, device, weight shape after dim 0, bias presence, eps, grad flags).
+    """
+    groups: dict[Any, list[tuple[Any, Any]]] = {}
+    for conv, bn in pairs:
+        w, b = conv.weight, conv.bias
+        rm, rv = bn.running_mean, bn.running_var
+        if (type(conv) not in _PLAIN_CONVS or conv.training or bn.training or rm is None
+                or rv is None or not bn.affine):
+            continue
+        dtypes = {w.dtype, rm.dtype, rv.dtype, bn.weight.dtype, bn.bias.dtype}
+        if b is not None:
+            dtypes.add(b.dtype)
+        if len(dtypes) != 1 or not w.is_contiguous():
+            continue
+        key = (w.dtype, w.device, tuple(w.shape[1:]), b is not None, bn.eps,
+               w.requires_grad, b is not None and b.requires_grad)
+        groups.setdefault(key, []).append((conv, bn))
+    table: dict[tuple[int, int], tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
+    with torch.no_grad():
+        for (_, _, inner, has_bias, eps, w_grad, b_grad), items in groups.items():
+            if len(items) < 2:
+                continue
+            convs = [c for c, _ in items]
+            bns = [n for _, n in items]
+            rm = torch.cat([n.running_mean for n in bns])
+            rsqrt = torch.rsqrt(torch.cat([n.running_var for n in bns]) + eps)
+            bn_w = torch.cat([n.weight for n in bns])
+            bn_b = torch.cat([n.bias for n in bns])
+            conv_b = torch.cat([c.bias for c in convs]) if has_bias else torch.zeros_like(rm)
+            weight = torch.cat([c.weight for c in convs])
+            fused_w = weight * (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
+            fused_b = (conv_b - rm) * rsqrt * bn_w + bn_b
+            sizes = [c.weight.shape[0] for c in convs]
+            for c, n, fw, fb in zip(convs, bns, fused_w.split(sizes), fused_b.split(sizes),  # type: ignore[no-untyped-call]
+                                    strict=True):
+                table[(id(c), id(n))] = (
+                    torch.nn.Parameter(fw.clone(), w_grad),
+                    torch.nn.Parameter(fb.clone(), b_grad),
+                )
+    _prefolded.table = table
+
+
+def clear_prefolded() -> None:
+    _prefolded.table = None
+
+
+_PLAIN_CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 _CONV_TYPES = (
-    torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
-    torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d,
+    *_PLAIN_CONVS, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d,
 )
 
 
