@@ -96,6 +96,7 @@ class _Plan:
     configs: dict[Any, Any]
     root_getters: dict[Any, Callable[..., Any]]
     extra_getters: dict[Any, Callable[..., Any]]
+    fuser_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict)
 
 
 def _make_plan(backend_config: Any) -> _Plan:
@@ -278,10 +279,18 @@ def _valid_keys(types: Any) -> Iterable[Any]:
 
 def _fuser_for(plan: _Plan, types: Any, is_qat: bool) -> Callable[..., Any]:
     """The backend's fuser method for matched `types` (or pyfuse's equivalent)."""
+    cache = plan.fuser_cache
+    try:
+        return cache[types, is_qat]
+    except (KeyError, TypeError):
+        pass
     for key in _valid_keys(types):
         f = plan.fuser_methods.get(key)
         if f is not None:
-            return fast_fuser(plan.configs.get(key), is_qat) or f
+            found = fast_fuser(plan.configs.get(key), is_qat) or f
+            with contextlib.suppress(TypeError):  # unhashable matched entries
+                cache[types, is_qat] = found
+            return found
     # The reference raises AssertionError here.
     raise AssertionError(f"did not find fuser method for: {types} ")
 
