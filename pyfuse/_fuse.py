@@ -146,21 +146,28 @@ def _plan_for(backend_config: Any) -> _Plan:
     return plan
 
 
-def _configs(fuse_custom_config: Any, backend_config: Any) -> tuple[Any, Any]:
-    """The reference's handling of the config arguments, warnings included."""
-    from torch.ao.quantization.backend_config import BackendConfig
+def _fuse_custom_config(fuse_custom_config: Any, stacklevel: int) -> Any:
+    """A FuseCustomConfig from None, itself or its (deprecated) dict form."""
     from torch.ao.quantization.fx.custom_config import FuseCustomConfig
 
     if fuse_custom_config is None:
-        fuse_custom_config = FuseCustomConfig()
+        return FuseCustomConfig()
     if isinstance(fuse_custom_config, dict):
         warnings.warn(
             "Passing a fuse_custom_config_dict to fuse is deprecated and will not be "
             "supported in a future version. Please pass in a FuseCustomConfig instead.",
             FutureWarning,
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
-        fuse_custom_config = FuseCustomConfig.from_dict(fuse_custom_config)
+        return FuseCustomConfig.from_dict(fuse_custom_config)
+    return fuse_custom_config
+
+
+def _configs(fuse_custom_config: Any, backend_config: Any) -> tuple[Any, Any]:
+    """The reference's handling of the config arguments, warnings included."""
+    from torch.ao.quantization.backend_config import BackendConfig
+
+    fuse_custom_config = _fuse_custom_config(fuse_custom_config, stacklevel=3)
     if isinstance(backend_config, dict):
         warnings.warn(
             "Passing a backend_config_dict to prepare is deprecated and will not be "
@@ -354,17 +361,14 @@ def _conflicts(
         else:
             parts = path.split(".")
             for k in range(1, len(parts)):
-                parent = modules.get(".".join(parts[:k]))
+                outer = ".".join(parts[:k])
+                parent = modules.get(outer)
                 if parent is not None and calls[id(parent)]:
-                    reason = f"module {path!r} is inside module {parent_path(parts, k)!r}, which is called"
+                    reason = f"module {path!r} is inside module {outer!r}, which is called"
                     break
         if reason:
             out.append((f, reason))
     return out
-
-
-def parent_path(parts: list[str], k: int) -> str:
-    return ".".join(parts[:k])
 
 
 # ---------------------------------------------------------------------------
@@ -682,21 +686,11 @@ def fuse_fx(
     lazy: bool = False,
 ) -> GraphModule:
     """pyfuse's ``torch.ao.quantization.quantize_fx.fuse_fx``: trace, then fuse (eval)."""
-    from torch.ao.quantization.fx.custom_config import FuseCustomConfig
     from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}")
-    if fuse_custom_config is None:
-        fuse_custom_config = FuseCustomConfig()
-    if isinstance(fuse_custom_config, dict):
-        warnings.warn(
-            "Passing a fuse_custom_config_dict to fuse is deprecated and will not be "
-            "supported in a future version. Please pass in a FuseCustomConfig instead.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        fuse_custom_config = FuseCustomConfig.from_dict(fuse_custom_config)
+    fuse_custom_config = _fuse_custom_config(fuse_custom_config, stacklevel=2)
     preserved = {
         a: getattr(model, a)
         for a in fuse_custom_config.preserved_attributes
