@@ -95,7 +95,7 @@ def explain(
             reason = "; ".join(f"{n.name} has {len(n.users)} users" for n in busy)
         else:
             try:
-                _prepare(plan, m, modules, is_qat)
+                _prepare(plan, m, relaxed_flat, modules, is_qat)
                 continue
             except AssertionError as e:
                 reason = str(e).strip()

@@ -39,7 +39,7 @@ from ._fusers import (
     fast_fuser,
     prefold,
 )
-from ._match import Match, match_graph
+from ._match import Match, match_graph, plain_shape
 from ._patterns import CompiledPatterns, Flat, compile_patterns, sort_patterns
 
 __all__ = ["FuseReport", "FusionError", "GraphModuleRequired", "Skipped", "fuse", "fuse_fx"]
@@ -97,6 +97,7 @@ class _Plan:
     root_getters: dict[Any, Callable[..., Any]]
     extra_getters: dict[Any, Callable[..., Any]]
     fuser_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict)
+    plain_fusers: dict[tuple[int, bool], Callable[..., Any]] = field(default_factory=dict)
 
 
 def _make_plan(backend_config: Any) -> _Plan:
@@ -238,28 +239,47 @@ class _Fusion:
     fused: torch.nn.Module | None = None
 
 
-def _matched_modules(node_pattern: Any, modules: _Modules, root_module: torch.nn.Module) -> Any:
-    """The reference's ``get_modules``: nodes -> modules, F.relu -> a fresh ReLU."""
+def _convert_node(p: Node, modules: _Modules, root_module: torch.nn.Module) -> Any:
+    """The reference's ``get_modules`` for one node: its module, a fresh ReLU for
+    F.relu, the target of other calls, MatchAllNode for anything else."""
+    if p.op == "call_module":
+        return modules[str(p.target)]
+    if p.op == "call_function" and p.target is torch.nn.functional.relu:
+        m = torch.nn.ReLU()
+        m.training = root_module.training
+        return m
+    if p.op in ("call_function", "call_method"):
+        return p.target
     from torch.ao.quantization.utils import MatchAllNode
 
-    relu = torch.nn.functional.relu
+    return MatchAllNode
+
+
+def _matched_modules(node_pattern: Any, modules: _Modules, root_module: torch.nn.Module) -> Any:
+    """The reference's ``get_modules`` over a whole matched node pattern."""
 
     def convert(p: Any) -> Any:
         if isinstance(p, (tuple, list)):
             return tuple(convert(x) for x in p)
         if not isinstance(p, Node):
             return p
-        if p.op == "call_module":
-            return modules[str(p.target)]
-        if p.op == "call_function" and p.target is relu:
-            m = torch.nn.ReLU()
-            m.training = root_module.training
-            return m
-        if p.op in ("call_function", "call_method"):
-            return p.target
-        return MatchAllNode
+        return _convert_node(p, modules, root_module)
 
     return convert(node_pattern)
+
+
+def _plain_modules(
+    match: Match, flat: Flat, modules: _Modules, root_module: torch.nn.Module
+) -> Any:
+    """`_matched_modules` of a plain match, built from the flattened module table."""
+    table = flat.modules
+    values = []
+    for i, node in zip(match.ids, match.claimed, strict=True):
+        m = table[i]
+        values.append(m if m is not None else _convert_node(node, modules, root_module))
+    shape = plain_shape(match.pattern)
+    assert shape is not None
+    return tuple(shape[1](values))
 
 
 def _matched_types(mods: Any) -> Any:
@@ -303,7 +323,7 @@ def _fuser_for(plan: _Plan, types: Any, is_qat: bool) -> Callable[..., Any]:
 
 
 def _prepare(
-    plan: _Plan, match: Match, modules: _Modules, is_qat: bool
+    plan: _Plan, match: Match, flat: Flat, modules: _Modules, is_qat: bool
 ) -> _Fusion:
     pattern = match.pattern
     getter = plan.root_getters.get(pattern, _default_root_node)
@@ -313,9 +333,15 @@ def _prepare(
     if root_node.op != "call_module":
         raise AssertionError("Expecting module node to be a call_module Node")
     root_module = modules[str(root_node.target)]
-    mods = _matched_modules(match.node_pattern, modules, root_module)
-    types = _matched_types(mods)
-    fuser = _fuser_for(plan, types, is_qat)
+    if not match.plain:
+        mods = _matched_modules(match.node_pattern, modules, root_module)
+        return _Fusion(match, root_node, extra, mods, _fuser_for(plan, _matched_types(mods), is_qat))
+    # A plain match's module types are the pattern's own: one fuser lookup per pattern.
+    mods = _plain_modules(match, flat, modules, root_module)
+    key = (match.pattern_index, is_qat)
+    fuser = plan.plain_fusers.get(key)
+    if fuser is None:
+        fuser = plan.plain_fusers[key] = _fuser_for(plan, _matched_types(mods), is_qat)
     return _Fusion(match, root_node, extra, mods, fuser)
 
 
@@ -528,7 +554,7 @@ def _analyze(
     while True:
         matches = match_graph(plan.compiled, flat, exclude)
         matches.reverse()  # graph order of the last nodes, as the reference fuses
-        fusions = [_prepare(plan, m, modules, is_qat) for m in matches]
+        fusions = [_prepare(plan, m, flat, modules, is_qat) for m in matches]
         bad = _conflicts(fusions, flat, modules) if fusions else []
         if not bad:
             return flat, fusions

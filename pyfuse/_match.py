@@ -2,14 +2,20 @@
 
 The automaton (C++) decides which node starts which match and which nodes each
 match claims; this module turns that into the reference's records: the nested
-``matched_node_pattern`` lists its root-node getters, extra-input getters and
-fuser methods expect. Rebuilding is O(sum of matched pattern sizes).
+``matched_node_pattern`` its root-node getters, extra-input getters and fuser
+methods expect.
+
+Most matches are *plain*: every position of the pattern claimed a node of its
+own (no literal, no node claimed by an earlier match, no node reached twice,
+no MatchAllNode). Their record only depends on the pattern, so it is built by a
+function compiled once per pattern from the claimed nodes. The others replay
+the reference's walk (O(pattern size), with every match's claims known).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -17,10 +23,40 @@ from torch.fx import Graph, Node
 
 from ._patterns import CompiledPatterns, Flat, _match_all_node, compile_patterns
 
-__all__ = ["Match", "find_matches", "match_graph"]
+__all__ = ["Match", "find_matches", "match_graph", "plain_shape"]
 
 
-@dataclass
+@functools.cache
+def plain_shape(pattern: Any) -> tuple[int, Callable[[Sequence[Any]], list[Any]]] | None:
+    """(number of positions, builder) for a pattern without MatchAllNode, or None.
+
+    ``builder(values)`` nests `values` (one per position, in walk order: head, then
+    arguments depth first) as the reference's walk nests the nodes of a plain match:
+    the top-level list, holding tuples for the argument sub-patterns.
+    """
+    match_all = _match_all_node()
+    count = 0
+
+    def source(pat: Any) -> str:
+        nonlocal count
+        if isinstance(pat, tuple):
+            parts = [source(pat[0]), *(source(sub) for sub in pat[1:])]
+            return "(" + "".join(p + ", " for p in parts) + ")"
+        if pat is match_all:
+            raise LookupError
+        count += 1
+        return f"v[{count - 1}]"
+
+    try:
+        body = source(pattern)
+    except LookupError:
+        return None
+    # The top level is the head's list: [head, args...] (or [node] for a bare entry).
+    body = "[" + body[1:-1] + "]" if isinstance(pattern, tuple) else f"[{body}]"
+    builder = eval(f"lambda v: {body}")  # noqa: S307 (built from integers only)
+    return count, builder
+
+
 class Match:
     """One fusion match.
 
@@ -29,18 +65,96 @@ class Match:
         last: the node matching started at; the fused node takes its place.
         pattern: the reversed nested-tuple pattern that matched.
         pattern_index: its index in the priority-ordered pattern list.
-        node_pattern: the reference's ``matched_node_pattern`` for `last`.
+        ids: flattened indices of the claimed nodes, in walk order.
         claimed: the nodes this match claims, in walk order.
+        plain: every pattern position claimed a node of its own.
+        node_pattern: the reference's ``matched_node_pattern`` for `last`.
         entries: node name -> (last, pattern, the list the node was recorded in).
     """
 
-    index: int
-    last: Node
-    pattern: Any
-    pattern_index: int
-    node_pattern: list[Any]
-    claimed: list[Node]
-    entries: dict[str, tuple[Node, Any, list[Any]]] = field(repr=False)
+    __slots__ = ("_entries", "_node_pattern", "_walk", "claimed", "ids", "index", "last",
+                 "pattern", "pattern_index", "plain")
+
+    def __init__(self, walk: _Walk, index: int, last: Node, pattern: Any,
+                 pattern_index: int, ids: list[int], claimed: list[Node]) -> None:
+        self._walk = walk
+        self.index = index
+        self.last = last
+        self.pattern = pattern
+        self.pattern_index = pattern_index
+        self.ids = ids
+        self.claimed = claimed
+        shape = plain_shape(pattern)
+        self.plain = shape is not None and shape[0] == len(ids)
+        self._node_pattern: list[Any] | None = None
+        self._entries: dict[str, tuple[Node, Any, list[Any]]] | None = None
+
+    @property
+    def node_pattern(self) -> list[Any]:
+        if self._node_pattern is None:
+            if self.plain:
+                shape = plain_shape(self.pattern)
+                assert shape is not None
+                self._node_pattern = shape[1](self.claimed)
+            else:
+                self._walk.replay(self)
+        assert self._node_pattern is not None
+        return self._node_pattern
+
+    @property
+    def entries(self) -> dict[str, tuple[Node, Any, list[Any]]]:
+        if self._entries is None:
+            self._walk.replay(self)
+        assert self._entries is not None
+        return self._entries
+
+    def __repr__(self) -> str:
+        return f"Match({self.index}, {self.last.name!r}, {self.pattern!r})"
+
+
+class _Walk:
+    """The reference's apply_match walk, replayed for one match on demand."""
+
+    def __init__(self, matches: list[Match]) -> None:
+        self.matches = matches
+        self._owner: dict[Node, int] | None = None
+
+    def replay(self, match: Match) -> None:
+        if self._owner is None:
+            self._owner = {n: m.index for m in self.matches for n in m.claimed}
+        owner = self._owner
+        m = match.index
+        last, pattern = match.last, match.pattern
+        match_all = _match_all_node()
+        seen: set[Node] = set()
+        entries: dict[str, tuple[Node, Any, list[Any]]] = {}
+
+        # (fuse.py's apply_match): a node is recorded where it is first reached
+        # unless an earlier match, or this one, claimed it.
+        def walk(pat: Any, arg: Any, acc: list[Any]) -> None:
+            if isinstance(pat, tuple):
+                cur: list[Any] = []
+                walk(pat[0], arg, cur)
+                if isinstance(arg, Node):
+                    for sub, a in zip(pat[1:], arg.args, strict=False):
+                        walk(sub, a, cur)
+                acc.append(tuple(cur))
+                return
+            if not isinstance(arg, Node):
+                acc.append(arg)  # a literal (the reference crashes here)
+                return
+            o = owner.get(arg, -1)
+            if (0 <= o < m) or arg in seen:
+                return
+            acc.append(arg)
+            if pat is not match_all:
+                seen.add(arg)
+                entries[arg.name] = (last, pattern, acc)
+
+        top: list[Any] = []
+        walk(pattern, last, top)
+        match._node_pattern = entries[last.name][2] if last.name in entries else top
+        match._entries = entries
 
 
 class MatchError(ValueError):
@@ -69,56 +183,12 @@ def match_graph(
     """All matches in claim order. `exclude` holds (node index, pattern index) pairs."""
     roots, pats, claimed, claimed_off = _run(compiled, flat, exclude)
     nodes = flat.nodes
-    owner: dict[Node, int] = {}
-    for m in range(len(roots)):
-        for i in claimed[claimed_off[m] : claimed_off[m + 1]]:
-            owner[nodes[i]] = m
-    match_all = _match_all_node()
     patterns = compiled.patterns
     out: list[Match] = []
-
+    walk = _Walk(out)
     for m, (r, k) in enumerate(zip(roots, pats, strict=True)):
-        last = nodes[r]
-        pattern = patterns[k]
-        seen: set[Node] = set()
-        entries: dict[str, tuple[Node, Any, list[Any]]] = {}
-
-        # The reference's apply_match walk (fuse.py): a node is recorded where it
-        # is first reached unless an earlier match, or this one, claimed it.
-        def walk(pat: Any, arg: Any, acc: list[Any]) -> None:
-            if isinstance(pat, tuple):
-                cur: list[Any] = []
-                walk(pat[0], arg, cur)
-                if isinstance(arg, Node):
-                    for sub, a in zip(pat[1:], arg.args, strict=False):
-                        walk(sub, a, cur)
-                acc.append(tuple(cur))
-                return
-            if not isinstance(arg, Node):
-                acc.append(arg)  # a literal (the reference crashes here)
-                return
-            o = owner.get(arg, -1)
-            if (0 <= o < m) or arg in seen:  # noqa: B023 (walk is called in this loop)
-                return
-            acc.append(arg)
-            if pat is not match_all:
-                seen.add(arg)  # noqa: B023
-                entries[arg.name] = (last, pattern, acc)  # noqa: B023
-
-        top: list[Any] = []
-        walk(pattern, last, top)
-        node_pattern = entries[last.name][2] if last.name in entries else top
-        out.append(
-            Match(
-                m,
-                last,
-                pattern,
-                k,
-                node_pattern,
-                [nodes[i] for i in claimed[claimed_off[m] : claimed_off[m + 1]]],
-                entries,
-            )
-        )
+        ids = claimed[claimed_off[m] : claimed_off[m + 1]]
+        out.append(Match(walk, m, nodes[r], patterns[k], k, ids, [nodes[i] for i in ids]))
     return out
 
 

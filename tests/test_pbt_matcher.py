@@ -1437,3 +1437,27 @@ elif __name__ == "__main__":
     )
     for k, v in sorted(stats.items()):
         print(f"  {k:<40} {v}")
+
+
+@needs_pyfuse
+@ci_settings
+@given(scenarios())
+def test_plain_match_records_equal_the_walk(sc):
+    """A plain match's node pattern, built from the pattern's compiled shape, equals
+    the reference walk's record (which `find_matches` compares with the reference)."""
+    from pyfuse._match import Match, match_graph
+    from pyfuse._patterns import compile_patterns
+
+    compiled = compile_patterns(list(sort_patterns(sc.patterns)))
+    try:
+        matches = match_graph(compiled, compiled.flatten(sc.gm.graph, sc.gm))
+    except Exception:  # noqa: BLE001 - errors are compared by the other properties
+        assume(False)
+    plain = [m for m in matches if m.plain]
+    event(f"plain matches: {'>=1' if plain else 0}")
+    for m in plain:
+        built = m.node_pattern
+        replay = Match(m._walk, m.index, m.last, m.pattern, m.pattern_index, m.ids, m.claimed)
+        replay.plain = False
+        assert built == replay.node_pattern, m
+        assert type(built) is type(replay.node_pattern)
