@@ -53,7 +53,7 @@ def plain_shape(pattern: Any) -> tuple[int, Callable[[Sequence[Any]], list[Any]]
         return None
     # The top level is the head's list: [head, args...] (or [node] for a bare entry).
     body = "[" + body[1:-1] + "]" if isinstance(pattern, tuple) else f"[{body}]"
-    builder = eval(f"lambda v: {body}")  # noqa: S307 (built from integers only)
+    builder = eval(f"lambda v: {body}")  # (source built from integers only)
     return count, builder
 
 
