@@ -37,6 +37,7 @@ from ._fusers import (
     _fast_conv_bn_relu,
     clear_prefolded,
     fast_fuser,
+    new_relu,
     prefold,
 )
 from ._match import Match, match_graph, plain_shape
@@ -245,9 +246,7 @@ def _convert_node(p: Node, modules: _Modules, root_module: torch.nn.Module) -> A
     if p.op == "call_module":
         return modules[str(p.target)]
     if p.op == "call_function" and p.target is torch.nn.functional.relu:
-        m = torch.nn.ReLU()
-        m.training = root_module.training
-        return m
+        return new_relu(root_module.training)
     if p.op in ("call_function", "call_method"):
         return p.target
     from torch.ao.quantization.utils import MatchAllNode

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import threading
 import types
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["clear_prefolded", "fast_fuser", "prefold"]
+__all__ = ["clear_prefolded", "fast_fuser", "new_relu", "prefold"]
 
 
 def _fold(
@@ -92,28 +93,87 @@ _IMMUTABLE = frozenset(
      types.FunctionType, types.BuiltinFunctionType}
 )  # what copy.deepcopy returns as is (functions included), or copies to an equal value
 _CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
+_SHELL = _IMMUTABLE | _CONTAINERS
+
+
+def _registration_hooks() -> bool:
+    """Whether global module/parameter/buffer registration hooks are installed
+    (they run on every registration, so direct ``__dict__`` builds must not skip them)."""
+    from torch.nn.modules import module as m
+
+    return bool(
+        m._global_module_registration_hooks
+        or m._global_parameter_registration_hooks
+        or m._global_buffer_registration_hooks
+    )
 
 
 def _shell_copy(module: torch.nn.Module) -> torch.nn.Module | None:
     """What ``copy.deepcopy(module)`` gives, except that the parameters are shared
     (the caller replaces them); None where that is not simple to guarantee."""
-    if module._buffers or module._modules:
+    d = module.__dict__
+    if d.get("_buffers") or d.get("_modules") or not _SHELL.issuperset(map(type, d.values())):
         return None
-    state: dict[str, Any] = {}
-    for k, v in module.__dict__.items():
-        t = type(v)
-        if t in _IMMUTABLE:
-            state[k] = v
-        elif t in _CONTAINERS:
-            items = v.values() if isinstance(v, dict) else v
-            if k != "_parameters" and any(type(x) not in _IMMUTABLE for x in items):
+    state = d.copy()
+    for k, v in d.items():
+        if type(v) in _CONTAINERS:
+            if v and k != "_parameters" and not _IMMUTABLE.issuperset(
+                map(type, v.values() if isinstance(v, dict) else v)
+            ):
                 return None
             state[k] = v.copy()
-        else:
-            return None
     clone = module.__class__.__new__(module.__class__)
     clone.__dict__.update(state)
     return clone
+
+
+class _Template:
+    """Builds instances of a module class as its constructor would, by copying the
+    ``__dict__`` of one constructed instance with fresh (empty) containers."""
+
+    def __init__(self, instance: torch.nn.Module) -> None:
+        self.cls = type(instance)
+        self.state = dict(instance.__dict__)
+        self.fresh = [(k, type(v)) for k, v in self.state.items() if type(v) in _CONTAINERS]
+        if any(self.state[k] for k, _ in self.fresh if k != "_modules"):
+            raise AssertionError(f"{self.cls.__name__}() holds state; not a template")
+
+    def new(self, **attrs: Any) -> Any:
+        state = self.state.copy()
+        for k, t in self.fresh:
+            state[k] = t()
+        state.update(attrs)
+        obj = self.cls.__new__(self.cls)
+        obj.__dict__.update(state)
+        return obj
+
+
+@functools.cache
+def _relu_template() -> _Template:
+    return _Template(torch.nn.ReLU())
+
+
+@functools.cache
+def _pair_template(cls: type, first_cls: type) -> _Template:
+    return _Template(cls(first_cls(1, 1, 1), torch.nn.ReLU()))
+
+
+def new_relu(training: bool) -> torch.nn.ReLU:
+    """``torch.nn.ReLU()`` with its training flag set."""
+    if _registration_hooks():
+        m = torch.nn.ReLU()
+        m.training = training
+        return m
+    relu: torch.nn.ReLU = _relu_template().new(training=training)
+    return relu
+
+
+def _fused_pair(cls: type, first: torch.nn.Module, relu: torch.nn.Module) -> Any:
+    """``cls(first, relu)`` for a torch.ao.nn.intrinsic fused module (a Sequential of
+    the two) whose argument checks pass: first's class is cls's, relu is a ReLU."""
+    if _registration_hooks() or type(relu) is not torch.nn.ReLU:
+        return cls(first, relu)
+    return _pair_template(cls, type(first)).new(_modules={"0": first, "1": relu})
 
 
 class _Prefolded(threading.local):
@@ -140,7 +200,11 @@ def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Modul
             conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
             bn.bias, transpose,
         )
-    fused.weight, fused.bias = folded
+    params = fused.__dict__["_parameters"]
+    if _registration_hooks() or "weight" not in params or "bias" not in params:
+        fused.weight, fused.bias = folded
+    else:  # what Module.__setattr__ does for registered names, without the checks
+        params["weight"], params["bias"] = folded
     return fused
 
 
@@ -232,7 +296,7 @@ def _fast_conv_bn_relu(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
     }.get(type(conv))
     if cls is None or not (conv.training == bn.training == relu.training):
         return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
-    return cls(_conv_bn_eval(conv, bn), relu)  # type: ignore[no-untyped-call]
+    return _fused_pair(cls, _conv_bn_eval(conv, bn), relu)
 
 
 def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
