@@ -21,6 +21,7 @@ from ._fuse import (
     _pattern_name,
     _plan_for,
     _prepare,
+    _record,
 )
 from ._match import match_graph
 
@@ -76,7 +77,8 @@ def explain(
     report = FuseReport()
     flat, fusions = _analyze(gm, is_qat, plan, report)
     _check_edits(fusions)
-    _call_fusers(fusions, is_qat, report)  # builds fused modules; installs nothing
+    _call_fusers(fusions, is_qat)  # builds fused modules; installs nothing
+    _record(fusions, report)
     out = Explanation(report.fused, list(report.skipped))
 
     # Near misses: chains that match once user counts are ignored.

@@ -571,7 +571,7 @@ def _analyze(
             )
 
 
-def _call_fusers(fusions: list[_Fusion], is_qat: bool, report: FuseReport) -> dict[str, torch.nn.Module]:
+def _call_fusers(fusions: list[_Fusion], is_qat: bool) -> dict[str, torch.nn.Module]:
     """Fused module per root module path; the last fusion at a path wins, as in
     the reference. Mutates nothing the caller owns."""
     replaced: dict[str, torch.nn.Module] = {}
@@ -579,7 +579,7 @@ def _call_fusers(fusions: list[_Fusion], is_qat: bool, report: FuseReport) -> di
         prefold(list(_conv_bn_pairs(fusions)))
     try:
         for f in fusions:
-            _call_one(f, is_qat, report, replaced)
+            replaced[str(f.root_node.target)] = f.fused = _call_one(f, is_qat)
     finally:
         clear_prefolded()
     return replaced
@@ -595,9 +595,7 @@ def _conv_bn_pairs(fusions: list[_Fusion]) -> Iterable[tuple[Any, Any]]:
             yield conv, bn
 
 
-def _call_one(
-    f: _Fusion, is_qat: bool, report: FuseReport, replaced: dict[str, torch.nn.Module]
-) -> None:
+def _call_one(f: _Fusion, is_qat: bool) -> torch.nn.Module:
     try:
         fused = f.fuser(is_qat, *f.modules)
     except Exception as e:
@@ -611,16 +609,20 @@ def _call_one(
             f"the fuser method for {_pattern_name(f.match.pattern)} at node "
             f"{f.match.last.name!r} returned {type(fused).__name__}, not an nn.Module"
         )
-    f.fused = fused
-    replaced[str(f.root_node.target)] = fused
-    report.fused.append(
-        Fused(
-            _pattern_name(f.match.pattern),
-            tuple(n.name for n in f.match.claimed),
-            tuple(str(n.target) for n in f.match.claimed if n.op == "call_module"),
-            type(fused).__name__,
+    return fused
+
+
+def _record(fusions: list[_Fusion], report: FuseReport) -> None:
+    """Add the fusions made to `report`."""
+    for f in fusions:
+        report.fused.append(
+            Fused(
+                _pattern_name(f.match.pattern),
+                tuple(n.name for n in f.match.claimed),
+                tuple(str(n.target) for n in f.match.claimed if n.op == "call_module"),
+                type(f.fused).__name__,
+            )
         )
-    )
 
 
 def _require_graph_module(model: Any) -> GraphModule:
@@ -695,7 +697,9 @@ def _fuse(
     report = FuseReport()
     flat, fusions = _analyze(model, is_qat, plan, report)
     _check_edits(fusions)
-    replaced = _call_fusers(fusions, is_qat, report)
+    replaced = _call_fusers(fusions, is_qat)
+    if return_report:
+        _record(fusions, report)
     _check_targets(model, flat)
     # Nothing above mutated the model; from here on nothing can fail on user input.
     _edit(model.graph, fusions)

@@ -222,42 +222,43 @@ def prefold(pairs: list[tuple[Any, Any]]) -> None:
     dispatch. Pairs are grouped by everything the per-pair computation depends on
     (dtypes, device, weight shape after dim 0, bias presence, eps, grad flags).
     """
-    groups: dict[Any, list[tuple[Any, Any]]] = {}
+    groups: dict[Any, list[tuple[Any, ...]]] = {}
     for conv, bn in pairs:
-        w, b = conv.weight, conv.bias
-        rm, rv = bn.running_mean, bn.running_var
-        if (type(conv) not in _PLAIN_CONVS or conv.training or bn.training or rm is None
-                or rv is None or not bn.affine):
+        if type(conv) not in _PLAIN_CONVS or conv.training or bn.training or not bn.affine:
             continue
-        dtypes = {w.dtype, rm.dtype, rv.dtype, bn.weight.dtype, bn.bias.dtype}
-        if b is not None:
-            dtypes.add(b.dtype)
-        if len(dtypes) != 1 or not w.is_contiguous():
+        # (plain convs and BatchNorms: their tensors are in these dicts)
+        cp, bp, bb = conv._parameters, bn._parameters, bn._buffers
+        w, b, bn_w, bn_b = cp.get("weight"), cp.get("bias"), bp.get("weight"), bp.get("bias")
+        rm, rv = bb.get("running_mean"), bb.get("running_var")
+        if w is None or rm is None or rv is None or bn_w is None or bn_b is None:
             continue
-        key = (w.dtype, w.device, tuple(w.shape[1:]), b is not None, bn.eps,
+        dt = w.dtype
+        if not (rm.dtype is dt and rv.dtype is dt and bn_w.dtype is dt and bn_b.dtype is dt
+                and (b is None or b.dtype is dt) and w.is_contiguous()):
+            continue
+        key = (dt, w.device, w.shape[1:], b is not None, bn.eps,
                w.requires_grad, b is not None and b.requires_grad)
-        groups.setdefault(key, []).append((conv, bn))
+        groups.setdefault(key, []).append((id(conv), id(bn), w, b, rm, rv, bn_w, bn_b))
     table: dict[tuple[int, int], tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
+    make = torch.Tensor._make_subclass  # what Parameter(t, grad) does for a plain tensor
+    param = torch.nn.Parameter
     with torch.no_grad():
         for (_, _, inner, has_bias, eps, w_grad, b_grad), items in groups.items():
             if len(items) < _MIN_BATCH:
                 continue
-            convs = [c for c, _ in items]
-            bns = [n for _, n in items]
-            rm = torch.cat([n.running_mean for n in bns])
-            rsqrt = torch.rsqrt(torch.cat([n.running_var for n in bns]) + eps)
-            bn_w = torch.cat([n.weight for n in bns])
-            bn_b = torch.cat([n.bias for n in bns])
-            conv_b = torch.cat([c.bias for c in convs]) if has_bias else torch.zeros_like(rm)
-            weight = torch.cat([c.weight for c in convs])
-            fused_w = weight * (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
-            fused_b = (conv_b - rm) * rsqrt * bn_w + bn_b
-            sizes = [c.weight.shape[0] for c in convs]
-            for c, n, fw, fb in zip(convs, bns, fused_w.split(sizes), fused_b.split(sizes),  # type: ignore[no-untyped-call]
+            _, _, ws, bs, rms, rvs, bws, bbs = zip(*items, strict=True)
+            rm = torch.cat(rms)
+            rsqrt = torch.rsqrt(torch.cat(rvs) + eps)
+            bn_w = torch.cat(bws)
+            conv_b = torch.cat(bs) if has_bias else torch.zeros_like(rm)
+            fused_w = torch.cat(ws) * (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
+            fused_b = (conv_b - rm) * rsqrt * bn_w + torch.cat(bbs)
+            sizes = [w.shape[0] for w in ws]
+            for item, fw, fb in zip(items, fused_w.split(sizes), fused_b.split(sizes),  # type: ignore[no-untyped-call]
                                     strict=True):
-                table[(id(c), id(n))] = (
-                    torch.nn.Parameter(fw.clone(), w_grad),
-                    torch.nn.Parameter(fb.clone(), b_grad),
+                table[item[0], item[1]] = (
+                    make(param, fw.clone(), w_grad),
+                    make(param, fb.clone(), b_grad),
                 )
     _prefolded.table = table
 
