@@ -325,13 +325,21 @@ def _prepare(
     plan: _Plan, match: Match, flat: Flat, modules: _Modules, is_qat: bool
 ) -> _Fusion:
     pattern = match.pattern
-    getter = plan.root_getters.get(pattern, _default_root_node)
-    root_node: Node = getter(match.node_pattern)  # type: ignore[no-untyped-call]
+    getter = plan.root_getters.get(pattern)
+    if getter is None and match.plain:
+        # The default getter takes the last node of the nested record, which is
+        # the last one the walk reached.
+        root_node = match.claimed[-1]
+        root_module = flat.modules[match.ids[-1]]
+    else:
+        root_node = (getter or _default_root_node)(match.node_pattern)
+        root_module = None
     extra_getter = plan.extra_getters.get(pattern)
     extra = list(extra_getter(match.node_pattern)) if extra_getter is not None else []
     if root_node.op != "call_module":
         raise AssertionError("Expecting module node to be a call_module Node")
-    root_module = modules[str(root_node.target)]
+    if root_module is None:
+        root_module = modules[str(root_node.target)]
     if not match.plain:
         mods = _matched_modules(match.node_pattern, modules, root_module)
         return _Fusion(match, root_node, extra, mods, _fuser_for(plan, _matched_types(mods), is_qat))
@@ -353,7 +361,14 @@ def _conflicts(
     fusion is only safe when every other call of that module is the root of a
     fusion of the same shape (same pattern, same modules), or there is none.
     """
-    calls: Counter[int] = Counter(id(m) for m in flat.modules if m is not None)
+    called = [m for m in flat.modules if m is not None]
+    if (
+        not flat.get_attrs
+        and len({id(m) for m in called}) == len(called)
+        and not any(m._modules for m in called)
+    ):
+        return []  # every module is called once, none holds another, none is read
+    calls: Counter[int] = Counter(id(m) for m in called)
     shape: dict[int, set[tuple[Any, ...]]] = {}
     roots: Counter[int] = Counter()
     for f in fusions:
@@ -401,8 +416,15 @@ def _conflicts(
 
 
 def _check_edits(fusions: list[_Fusion]) -> None:
-    """Every node we erase or move must be used only inside its own match."""
+    """Every node we erase or move must be used only inside its own match.
+
+    Always true of a plain match with the default root and no extra inputs: each
+    claimed node but the last has one user, the node above it in the match (the
+    automaton's rule), and the root is the match's last leaf.
+    """
     for f in fusions:
+        if f.match.plain and f.root_node is f.match.claimed[-1] and not f.extra_inputs:
+            continue
         inside = set(f.match.claimed)
         for n in f.match.claimed:
             if n is f.match.last:
