@@ -173,7 +173,8 @@ def _fused_pair(cls: type, first: torch.nn.Module, relu: torch.nn.Module) -> Any
     the two) whose argument checks pass: first's class is cls's, relu is a ReLU."""
     if _registration_hooks() or type(relu) is not torch.nn.ReLU:
         return cls(first, relu)
-    return _pair_template(cls, type(first)).new(_modules={"0": first, "1": relu})
+    first_cls: type = type(first)
+    return _pair_template(cls, first_cls).new(_modules={"0": first, "1": relu})
 
 
 class _Prefolded(threading.local):

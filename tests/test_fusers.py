@@ -1,0 +1,132 @@
+"""pyfuse's fast module construction equals torch's own, attribute for attribute.
+
+The corpus compares fused models through their public surface (code, module tree,
+state_dict, flags, outputs); these tests compare the objects themselves: every
+``__dict__`` entry, container types, and that nothing mutable is shared.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.nn import intrinsic as nni
+
+from pyfuse import _fusers
+
+
+def _assert_same_state(made: nn.Module, want: nn.Module, shared: tuple[str, ...] = ()) -> None:
+    """Same class, same __dict__ keys in the same order, equal values of the same
+    types; containers fresh (not the same object as in `want`) except `shared`."""
+    assert type(made) is type(want)
+    a, b = made.__dict__, want.__dict__
+    assert list(a) == list(b)
+    for k in a:
+        assert type(a[k]) is type(b[k]), k
+        if k in ("_modules", "_parameters"):
+            continue
+        assert a[k] == b[k], k
+        if isinstance(a[k], (dict, list, set)) and k not in shared:
+            assert a[k] is not b[k], k
+
+
+def test_new_relu_is_a_constructed_relu():
+    for training in (True, False):
+        want = nn.ReLU()
+        want.training = training
+        made = _fusers.new_relu(training)
+        _assert_same_state(made, want)
+        assert made.training is training
+        other = _fusers.new_relu(training)
+        for k, v in made.__dict__.items():
+            if isinstance(v, (dict, set)):
+                assert v is not other.__dict__[k], f"{k} shared between two ReLUs"
+
+
+@pytest.mark.parametrize(
+    ("cls", "conv"), [(nni.ConvReLU1d, nn.Conv1d), (nni.ConvReLU2d, nn.Conv2d), (nni.ConvReLU3d, nn.Conv3d)]
+)
+def test_fused_pair_is_the_constructor(cls, conv):
+    first, relu = conv(2, 3, 1), nn.ReLU()
+    made = _fusers._fused_pair(cls, first, relu)
+    want = cls(first, relu)
+    _assert_same_state(made, want)
+    assert list(made._modules.items()) == list(want._modules.items())
+    assert made[0] is first and made[1] is relu
+
+
+def test_fused_pair_keeps_the_constructor_checks():
+    with pytest.raises(AssertionError):
+        _fusers._fused_pair(nni.ConvReLU2d, nn.Conv2d(1, 1, 1), nn.Sigmoid())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_shell_copy_is_deepcopy_without_parameters(bias):
+    conv = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=bias).eval()
+    conv.register_forward_hook(lambda *a: None)
+    made = _fusers._shell_copy(conv)
+    want = copy.deepcopy(conv)
+    assert made is not None
+    _assert_same_state(made, want)
+    _assert_same_state(made, conv)  # and every container is a copy of the original's
+    assert made._forward_hooks.keys() == conv._forward_hooks.keys()
+    made._forward_hooks.clear()
+    assert len(conv._forward_hooks) == 1
+
+
+def test_shell_copy_declines_what_it_cannot_copy_exactly():
+    conv = nn.Conv2d(1, 1, 1)
+    conv.register_buffer("extra", torch.zeros(1))
+    assert _fusers._shell_copy(conv) is None
+    conv = nn.Conv2d(1, 1, 1)
+    conv.note = [object()]  # a container of a mutable object: deepcopy would copy it
+    assert _fusers._shell_copy(conv) is None
+    conv = nn.Conv2d(1, 1, 1)
+    conv.cache = torch.zeros(1)  # a tensor attribute
+    assert _fusers._shell_copy(conv) is None
+
+
+def test_conv_bn_eval_is_torchs_fold_bit_for_bit():
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 5, 3).eval(), nn.BatchNorm2d(5).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    made = _fusers._conv_bn_eval(conv, bn)
+    want = fuse_conv_bn_eval(conv, bn)
+    _assert_same_state(made, want)
+    assert list(made._parameters) == list(want._parameters)
+    for k in want._parameters:
+        assert torch.equal(made._parameters[k], want._parameters[k])
+        assert type(made._parameters[k]) is nn.Parameter
+        assert made._parameters[k].requires_grad == want._parameters[k].requires_grad
+    assert made.weight is not conv.weight
+
+
+def test_registration_hooks_still_run():
+    """With a global registration hook installed, modules are built through
+    torch's constructors and setattr, so the hook sees every registration."""
+    from torch.nn.modules.module import (
+        register_module_module_registration_hook,
+        register_module_parameter_registration_hook,
+    )
+
+    seen: list[str] = []
+    h1 = register_module_module_registration_hook(lambda m, name, sub: seen.append(f"module {name}"))
+    h2 = register_module_parameter_registration_hook(lambda m, name, p: seen.append(f"param {name}"))
+    try:
+        conv, bn = nn.Conv2d(2, 2, 1).eval(), nn.BatchNorm2d(2).eval()
+        seen.clear()
+        fused = _fusers._fused_pair(nni.ConvReLU2d, _fusers._conv_bn_eval(conv, bn), nn.ReLU())
+        _fusers.new_relu(False)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert "param weight" in seen
+    assert "param bias" in seen
+    assert "module 0" in seen
+    assert "module 1" in seen
+    assert type(fused) is nni.ConvReLU2d
