@@ -37,8 +37,10 @@ from ._fusers import (
     _fast_conv_bn_relu,
     clear_prefolded,
     fast_fuser,
+    new_module,
     new_relu,
     prefold,
+    registration_hooks,
 )
 from ._match import Match, match_graph, plain_shape
 from ._patterns import CompiledPatterns, Flat, compile_patterns, sort_patterns
@@ -504,7 +506,10 @@ def _build_output(
     out = cls({}, Graph())
     if hasattr(model, "training"):
         out.training = model.training
-    empty_module = torch.nn.Module
+    # Without registration hooks, installing a submodule under a new name is a
+    # write to `_modules` (what Module.__setattr__ ends with), and containers are
+    # built from a template: the same objects, a fraction of the cost.
+    direct = not registration_hooks()
     seen_from: dict[str, Any] = {}
 
     def source(path: str, parent: Any, name: str) -> Any:
@@ -512,9 +517,15 @@ def _build_output(
             return replaced[path]
         got = seen_from.get(path, seen_from)
         if got is seen_from:
-            got = getattr(parent, name)
+            sub = parent._modules.get(name) if name not in parent.__dict__ else None
+            got = sub if sub is not None else getattr(parent, name)
             seen_from[path] = got
         return got
+
+    def fresh_name(mod: Any, name: str) -> bool:
+        d = mod.__dict__
+        return not (name in d or name in d["_parameters"] or name in d["_buffers"]
+                    or name in d["_modules"] or hasattr(type(mod), name))
 
     for node in graph.nodes:
         if node.op not in ("get_attr", "call_module"):
@@ -533,13 +544,18 @@ def _build_output(
         for item in prefix:
             path = f"{path}.{item}" if path else item
             f = source(path, from_mod, item)
-            t = getattr(to_mod, item, None)
+            t = to_mod._modules.get(item)
+            if t is None:
+                t = getattr(to_mod, item, None)
             if f is t:
                 done = True
                 break
             if t is None:
-                t = empty_module()
-                setattr(to_mod, item, t)
+                if direct and fresh_name(to_mod, item):
+                    t = to_mod._modules[item] = new_module()
+                else:
+                    t = torch.nn.Module()
+                    setattr(to_mod, item, t)
             from_mod, to_mod = f, t
         if done:
             continue
@@ -547,6 +563,8 @@ def _build_output(
         orig = source(path, from_mod, fname)
         if isinstance(orig, torch.Tensor) and not isinstance(orig, torch.nn.Parameter):
             to_mod.register_buffer(fname, orig)
+        elif direct and isinstance(orig, torch.nn.Module) and fresh_name(to_mod, fname):
+            to_mod._modules[fname] = orig
         else:
             setattr(to_mod, fname, orig)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["clear_prefolded", "fast_fuser", "new_relu", "prefold"]
+__all__ = ["clear_prefolded", "fast_fuser", "new_module", "new_relu", "prefold", "registration_hooks"]
 
 
 def _fold(
@@ -96,7 +96,7 @@ _CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
 _SHELL = _IMMUTABLE | _CONTAINERS
 
 
-def _registration_hooks() -> bool:
+def registration_hooks() -> bool:
     """Whether global module/parameter/buffer registration hooks are installed
     (they run on every registration, so direct ``__dict__`` builds must not skip them)."""
     from torch.nn.modules import module as m
@@ -149,6 +149,17 @@ class _Template:
 
 
 @functools.cache
+def _module_template() -> _Template:
+    return _Template(torch.nn.Module())
+
+
+def new_module() -> torch.nn.Module:
+    """``torch.nn.Module()``, when no registration hooks are installed."""
+    m: torch.nn.Module = _module_template().new()
+    return m
+
+
+@functools.cache
 def _relu_template() -> _Template:
     return _Template(torch.nn.ReLU())
 
@@ -160,7 +171,7 @@ def _pair_template(cls: type, first_cls: type) -> _Template:
 
 def new_relu(training: bool) -> torch.nn.ReLU:
     """``torch.nn.ReLU()`` with its training flag set."""
-    if _registration_hooks():
+    if registration_hooks():
         m = torch.nn.ReLU()
         m.training = training
         return m
@@ -171,7 +182,7 @@ def new_relu(training: bool) -> torch.nn.ReLU:
 def _fused_pair(cls: type, first: torch.nn.Module, relu: torch.nn.Module) -> Any:
     """``cls(first, relu)`` for a torch.ao.nn.intrinsic fused module (a Sequential of
     the two) whose argument checks pass: first's class is cls's, relu is a ReLU."""
-    if _registration_hooks() or type(relu) is not torch.nn.ReLU:
+    if registration_hooks() or type(relu) is not torch.nn.ReLU:
         return cls(first, relu)
     first_cls: type = type(first)
     return _pair_template(cls, first_cls).new(_modules={"0": first, "1": relu})
@@ -202,7 +213,7 @@ def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Modul
             bn.bias, transpose,
         )
     params = fused.__dict__["_parameters"]
-    if _registration_hooks() or "weight" not in params or "bias" not in params:
+    if registration_hooks() or "weight" not in params or "bias" not in params:
         fused.weight, fused.bias = folded
     else:  # what Module.__setattr__ does for registered names, without the checks
         params["weight"], params["bias"] = folded
