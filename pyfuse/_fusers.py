@@ -133,10 +133,12 @@ class _Template:
 
     def __init__(self, instance: torch.nn.Module) -> None:
         self.cls = type(instance)
-        self.state = dict(instance.__dict__)
-        self.fresh = [(k, type(v)) for k, v in self.state.items() if type(v) in _CONTAINERS]
-        if any(self.state[k] for k, _ in self.fresh if k != "_modules"):
+        state = instance.__dict__
+        self.fresh = [(k, type(v)) for k, v in state.items() if type(v) in _CONTAINERS]
+        if any(state[k] for k, _ in self.fresh if k != "_modules"):
             raise AssertionError(f"{self.cls.__name__}() holds state; not a template")
+        # (containers are replaced by fresh ones in `new`: hold none of the instance's)
+        self.state = {k: (None if type(v) in _CONTAINERS else v) for k, v in state.items()}
 
     def new(self, **attrs: Any) -> Any:
         state = self.state.copy()
@@ -164,11 +166,6 @@ def _relu_template() -> _Template:
     return _Template(torch.nn.ReLU())
 
 
-@functools.cache
-def _pair_template(cls: type, first_cls: type) -> _Template:
-    return _Template(cls(first_cls(1, 1, 1), torch.nn.ReLU()))
-
-
 def new_relu(training: bool) -> torch.nn.ReLU:
     """``torch.nn.ReLU()`` with its training flag set."""
     if registration_hooks():
@@ -179,13 +176,34 @@ def new_relu(training: bool) -> torch.nn.ReLU:
     return relu
 
 
-def _fused_pair(cls: type, first: torch.nn.Module, relu: torch.nn.Module) -> Any:
-    """``cls(first, relu)`` for a torch.ao.nn.intrinsic fused module (a Sequential of
-    the two) whose argument checks pass: first's class is cls's, relu is a ReLU."""
-    if registration_hooks() or type(relu) is not torch.nn.ReLU:
-        return cls(first, relu)
-    first_cls: type = type(first)
-    return _pair_template(cls, first_cls).new(_modules={"0": first, "1": relu})
+# (fused class, argument types) -> template, or None where the class's instances
+# are not a plain Sequential of its arguments.
+_sequence_templates: dict[tuple[type, ...], _Template | None] = {}
+_FUSED_MODULES = "torch.ao.nn.intrinsic.modules.fused"
+
+
+def _sequential(cls: type, *mods: torch.nn.Module) -> Any:
+    """``cls(*mods)`` for a torch.ao.nn.intrinsic fused module (a Sequential of its
+    arguments, after type checks).
+
+    The first call for given argument types runs the constructor (so its checks
+    raise as torch's do); if the instance is exactly a Sequential of the
+    arguments, it becomes the template for later calls with the same types.
+    """
+    key = (cls, *map(type, mods))
+    template = _sequence_templates.get(key)
+    if template is not None and not registration_hooks():
+        return template.new(_modules={str(i): m for i, m in enumerate(mods)})
+    made = cls(*mods)
+    if key not in _sequence_templates and not registration_hooks():
+        plain = (
+            cls.__module__ == _FUSED_MODULES
+            and list(made.__dict__) == list(_module_template().state)
+            and list(made._modules) == [str(i) for i in range(len(mods))]
+            and all(a is b for a, b in zip(made._modules.values(), mods, strict=True))
+        )
+        _sequence_templates[key] = _Template(made) if plain else None
+    return made
 
 
 class _Prefolded(threading.local):
@@ -212,12 +230,17 @@ def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Modul
             conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
             bn.bias, transpose,
         )
-    params = fused.__dict__["_parameters"]
-    if registration_hooks() or "weight" not in params or "bias" not in params:
-        fused.weight, fused.bias = folded
-    else:  # what Module.__setattr__ does for registered names, without the checks
-        params["weight"], params["bias"] = folded
+    _set_weight_bias(fused, folded)
     return fused
+
+
+def _set_weight_bias(module: Any, weight_bias: tuple[torch.nn.Parameter, torch.nn.Parameter]) -> None:
+    """``module.weight, module.bias = weight_bias`` for a module of ours."""
+    params = module.__dict__["_parameters"]
+    if registration_hooks() or "weight" not in params or "bias" not in params:
+        module.weight, module.bias = weight_bias
+    else:  # what Module.__setattr__ does for registered names, without the checks
+        params["weight"], params["bias"] = weight_bias
 
 
 # Batching pays for its cat/split only in larger groups of one shape; 8 is a
@@ -309,7 +332,44 @@ def _fast_conv_bn_relu(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
     }.get(type(conv))
     if cls is None or not (conv.training == bn.training == relu.training):
         return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
-    return _fused_pair(cls, _conv_bn_eval(conv, bn), relu)
+    return _sequential(cls, _conv_bn_eval(conv, bn), relu)
+
+
+def _qat_ready(conv: Any, bn: Any) -> bool:
+    """torch's QAT conv+BN fusers accept these (else they are called, and raise)."""
+    return bool(
+        bn.num_features == conv.out_channels and bn.affine and bn.track_running_stats
+    )
+
+
+def _fast_conv_bn_qat(is_qat: bool, bn: Any, conv: Any) -> Any:
+    import torch.ao.nn.intrinsic as nni
+    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn
+
+    cls = {
+        torch.nn.Conv1d: nni.ConvBn1d,
+        torch.nn.Conv2d: nni.ConvBn2d,
+        torch.nn.Conv3d: nni.ConvBn3d,
+    }.get(type(conv))
+    if cls is None or conv.training != bn.training or not _qat_ready(conv, bn):
+        return fuse_conv_bn(is_qat, conv, bn)  # type: ignore[no-untyped-call]
+    return _sequential(cls, conv, bn)
+
+
+def _fast_conv_bn_relu_qat(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
+    import torch.ao.nn.intrinsic as nni
+    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn_relu
+
+    bn, conv = bn_conv
+    cls = {
+        torch.nn.Conv1d: nni.ConvBnReLU1d,
+        torch.nn.Conv2d: nni.ConvBnReLU2d,
+        torch.nn.Conv3d: nni.ConvBnReLU3d,
+    }.get(type(conv))
+    if (cls is None or not (conv.training == bn.training == relu.training)
+            or not _qat_ready(conv, bn)):
+        return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
+    return _sequential(cls, conv, bn, relu)
 
 
 def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
@@ -324,20 +384,42 @@ def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
 
 def _fast_linear_bn(is_qat: bool, bn: Any, linear: Any) -> Any:
     from torch.ao.quantization.fuser_method_mappings import fuse_linear_bn
+    from torch.nn.utils.fusion import fuse_linear_bn_weights
 
     if not bn.affine:
         return _linear_bn_no_affine(linear, bn)
-    return fuse_linear_bn(is_qat, linear, bn)  # type: ignore[no-untyped-call]
+    fused = _shell_copy(linear) if type(linear) is torch.nn.Linear else None
+    if (fused is None or linear.training or bn.training or bn.running_mean is None
+            or bn.running_var is None or bn.num_features not in (linear.out_features, 1)):
+        return fuse_linear_bn(is_qat, linear, bn)  # type: ignore[no-untyped-call]
+    # torch's fuse_linear_bn_eval, on the original tensors instead of a deep copy's
+    _set_weight_bias(fused, fuse_linear_bn_weights(
+        linear.weight, linear.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    ))
+    return fused
+
+
+def _sequence_fuser(method: Any) -> type | None:
+    """The class a ``torch.ao.quantization.fuser_method_mappings._sequential_wrapper2``
+    fuser method builds, or None if `method` is not one."""
+    from torch.ao.quantization.fuser_method_mappings import _sequential_wrapper2
+
+    code = getattr(method, "__code__", None)
+    if code is None or code is not _sequential_wrapper2(torch.nn.Sequential).__code__:  # type: ignore[no-untyped-call]
+        return None
+    cls = method.__closure__[0].cell_contents
+    return cls if isinstance(cls, type) and cls.__module__ == _FUSED_MODULES else None
 
 
 def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
     """pyfuse's equivalent of a backend fuser method, or None to call the backend's.
 
     Args:
-        config: the BackendPatternConfig whose fuser method the reference would call.
-        is_qat: whether fusing for QAT (always the backend's own fuser).
+        config: the BackendPatternConfig whose fuser method the reference would call
+            (with its arguments reversed, as for the reversed nested-tuple pattern).
+        is_qat: whether fusing for QAT.
     """
-    if config is None or is_qat or config._pattern_complex_format is not None:
+    if config is None or config._pattern_complex_format is not None:
         return None
     from torch.ao.quantization.fuser_method_mappings import (
         fuse_conv_bn,
@@ -347,10 +429,16 @@ def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
     )
 
     method = config.fuser_method
-    fast: dict[Any, Callable[..., Any]] = {
-        fuse_conv_bn: _fast_conv_bn,
-        fuse_conv_bn_relu: _fast_conv_bn_relu,
-        fuse_convtranspose_bn: _fast_convtranspose_bn,
-        fuse_linear_bn: _fast_linear_bn,
-    }
+    cls = _sequence_fuser(method)
+    if cls is not None and len(config.pattern) == 2:
+        return lambda _is_qat, second, first: _sequential(cls, first, second)
+    fast: dict[Any, Callable[..., Any]] = (
+        {fuse_conv_bn: _fast_conv_bn_qat, fuse_conv_bn_relu: _fast_conv_bn_relu_qat}
+        if is_qat else {
+            fuse_conv_bn: _fast_conv_bn,
+            fuse_conv_bn_relu: _fast_conv_bn_relu,
+            fuse_convtranspose_bn: _fast_convtranspose_bn,
+            fuse_linear_bn: _fast_linear_bn,
+        }
+    )
     return fast.get(method)

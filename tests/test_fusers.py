@@ -50,7 +50,7 @@ def test_new_relu_is_a_constructed_relu():
 )
 def test_fused_pair_is_the_constructor(cls, conv):
     first, relu = conv(2, 3, 1), nn.ReLU()
-    made = _fusers._fused_pair(cls, first, relu)
+    made = _fusers._sequential(cls, first, relu)
     want = cls(first, relu)
     _assert_same_state(made, want)
     assert list(made._modules.items()) == list(want._modules.items())
@@ -59,7 +59,7 @@ def test_fused_pair_is_the_constructor(cls, conv):
 
 def test_fused_pair_keeps_the_constructor_checks():
     with pytest.raises(AssertionError):
-        _fusers._fused_pair(nni.ConvReLU2d, nn.Conv2d(1, 1, 1), nn.Sigmoid())
+        _fusers._sequential(nni.ConvReLU2d, nn.Conv2d(1, 1, 1), nn.Sigmoid())
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -120,7 +120,7 @@ def test_registration_hooks_still_run():
     try:
         conv, bn = nn.Conv2d(2, 2, 1).eval(), nn.BatchNorm2d(2).eval()
         seen.clear()
-        fused = _fusers._fused_pair(nni.ConvReLU2d, _fusers._conv_bn_eval(conv, bn), nn.ReLU())
+        fused = _fusers._sequential(nni.ConvReLU2d, _fusers._conv_bn_eval(conv, bn), nn.ReLU())
         _fusers.new_relu(False)
     finally:
         h1.remove()
@@ -130,3 +130,46 @@ def test_registration_hooks_still_run():
     assert "module 0" in seen
     assert "module 1" in seen
     assert type(fused) is nni.ConvReLU2d
+
+
+@pytest.mark.parametrize(
+    ("cls", "make"),
+    [
+        (nni.ConvBnReLU2d, lambda: (nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3), nn.ReLU())),
+        (nni.ConvBn1d, lambda: (nn.Conv1d(2, 3, 1), nn.BatchNorm1d(3))),
+        (nni.LinearReLU, lambda: (nn.Linear(2, 3), nn.ReLU())),
+        (nni.BNReLU2d, lambda: (nn.BatchNorm2d(3), nn.ReLU())),
+    ],
+)
+def test_sequential_template_is_the_constructor(cls, make):
+    _fusers._sequential(cls, *make())  # the first call makes the template
+    mods = make()
+    made = _fusers._sequential(cls, *mods)
+    want = cls(*mods)
+    _assert_same_state(made, want)
+    assert list(made._modules.items()) == list(want._modules.items())
+
+
+def test_sequential_template_only_for_plain_sequences():
+    """ConvAdd2d keeps its `add` function as an attribute: never templated."""
+    import operator
+
+    first = _fusers._sequential(nni.ConvAdd2d, nn.Conv2d(1, 1, 1), operator.add)
+    second = _fusers._sequential(nni.ConvAdd2d, nn.Conv2d(1, 1, 1), torch.add)
+    assert first.add is operator.add
+    assert second.add is torch.add
+
+
+def test_fast_linear_bn_is_torchs_bit_for_bit():
+    from torch.ao.quantization.fuser_method_mappings import fuse_linear_bn
+
+    torch.manual_seed(1)
+    linear, bn = nn.Linear(3, 4).eval(), nn.BatchNorm1d(4).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    made = _fusers._fast_linear_bn(False, bn, linear)
+    want = fuse_linear_bn(False, linear, bn)
+    _assert_same_state(made, want)
+    for k in want._parameters:
+        assert torch.equal(made._parameters[k], want._parameters[k])
+    assert made.weight is not linear.weight
