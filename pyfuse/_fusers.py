@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.nn.modules import module as _torch_module
 
 __all__ = ["clear_prefolded", "fast_fuser", "new_module", "new_relu", "prefold", "registration_hooks"]
 
@@ -99,12 +100,10 @@ _SHELL = _IMMUTABLE | _CONTAINERS
 def registration_hooks() -> bool:
     """Whether global module/parameter/buffer registration hooks are installed
     (they run on every registration, so direct ``__dict__`` builds must not skip them)."""
-    from torch.nn.modules import module as m
-
     return bool(
-        m._global_module_registration_hooks
-        or m._global_parameter_registration_hooks
-        or m._global_buffer_registration_hooks
+        _torch_module._global_module_registration_hooks
+        or _torch_module._global_parameter_registration_hooks
+        or _torch_module._global_buffer_registration_hooks
     )
 
 

@@ -50,8 +50,10 @@ public:
         py::list get_attrs;
         std::unordered_map<PyObject*, std::int32_t> index;
         std::unordered_map<std::string, PyObject*> path_cache;  // borrowed, root keeps alive
-        const py::str s_op("op"), s_target("target"), s_args("args"), s_users("users"),
-            s_modules("_modules");
+        // (`_args` is the slot behind the `args` property of torch.fx.Node)
+        const py::str s_op("op"), s_target("target"), s_args("args"), s_args_slot("_args"),
+            s_users("users"), s_modules("_modules");
+        py::dict module_by_target;  // target str -> module or None
         const py::str call_module("call_module"), call_function("call_function"),
             call_method("call_method"), get_attr("get_attr");
 
@@ -115,7 +117,17 @@ public:
                 if(!PyUnicode_Check(target.ptr())) {
                     throw py::type_error("call_module node target must be a str");
                 }
-                PyObject* mod = resolve(target.cast<std::string>(), resolve);
+                PyObject* mod = PyDict_GetItemWithError(module_by_target.ptr(), target.ptr());
+                if(mod == nullptr) {
+                    if(PyErr_Occurred() != nullptr) {
+                        throw py::error_already_set();
+                    }
+                    mod = resolve(target.cast<std::string>(), resolve);
+                    module_by_target[target] = mod == nullptr ? py::none()
+                                                             : py::reinterpret_borrow<py::object>(mod);
+                } else if(mod == Py_None) {
+                    mod = nullptr;
+                }
                 if(mod == nullptr) {
                     label = core::kMissingModule;
                 } else {
@@ -147,7 +159,12 @@ public:
             }
             g.users.push_back(static_cast<std::int32_t>(n_users));
 
-            py::object args = node.attr(s_args);
+            py::object args = py::reinterpret_steal<py::object>(
+                PyObject_GetAttr(node.ptr(), s_args_slot.ptr()));
+            if(!args) {
+                PyErr_Clear();
+                args = node.attr(s_args);
+            }
             if(!PyTuple_Check(args.ptr())) {
                 throw py::type_error("node.args must be a tuple");
             }
