@@ -27,7 +27,20 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.ao.nn.intrinsic as nni
+from torch.ao.quantization.fuser_method_mappings import (
+    _sequential_wrapper2,
+    fuse_conv_bn,
+    fuse_conv_bn_relu,
+    fuse_convtranspose_bn,
+    fuse_linear_bn,
+)
 from torch.nn.modules import module as _torch_module
+from torch.nn.utils.fusion import (
+    fuse_conv_bn_eval,
+    fuse_conv_bn_weights,
+    fuse_linear_bn_weights,
+)
 
 __all__ = ["clear_prefolded", "fast_fuser", "new_module", "new_relu", "prefold", "registration_hooks"]
 
@@ -216,8 +229,6 @@ _prefolded = _Prefolded()
 
 def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Module:
     """torch.nn.utils.fusion.fuse_conv_bn_eval, without the deep copy."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
-
     fused = _shell_copy(conv) if type(conv) in _CONV_TYPES else None
     if fused is None or conv.training or bn.training or bn.running_mean is None:
         result: torch.nn.Module = fuse_conv_bn_eval(conv, bn, transpose)
@@ -307,28 +318,32 @@ _CONV_TYPES = (
 )
 
 
+_CONV_RELU = {
+    torch.nn.Conv1d: nni.ConvReLU1d, torch.nn.Conv2d: nni.ConvReLU2d, torch.nn.Conv3d: nni.ConvReLU3d,
+}
+_CONV_BN_QAT = {
+    torch.nn.Conv1d: nni.ConvBn1d, torch.nn.Conv2d: nni.ConvBn2d, torch.nn.Conv3d: nni.ConvBn3d,
+}
+_CONV_BN_RELU_QAT = {
+    torch.nn.Conv1d: nni.ConvBnReLU1d,
+    torch.nn.Conv2d: nni.ConvBnReLU2d,
+    torch.nn.Conv3d: nni.ConvBnReLU3d,
+}
+
+
 # Each takes the reversed nested-tuple arguments the reference passes (is_qat, last
 # module first) and falls back to torch's fuser wherever torch would raise.
 
 
 def _fast_conv_bn(is_qat: bool, bn: Any, conv: Any) -> Any:
-    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn
-
     if conv.training != bn.training:
         return fuse_conv_bn(is_qat, conv, bn)  # type: ignore[no-untyped-call]
     return _conv_bn_eval(conv, bn)
 
 
 def _fast_conv_bn_relu(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
-    import torch.ao.nn.intrinsic as nni
-    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn_relu
-
     bn, conv = bn_conv
-    cls = {
-        torch.nn.Conv1d: nni.ConvReLU1d,
-        torch.nn.Conv2d: nni.ConvReLU2d,
-        torch.nn.Conv3d: nni.ConvReLU3d,
-    }.get(type(conv))
+    cls = _CONV_RELU.get(type(conv))
     if cls is None or not (conv.training == bn.training == relu.training):
         return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
     return _sequential(cls, _conv_bn_eval(conv, bn), relu)
@@ -342,29 +357,15 @@ def _qat_ready(conv: Any, bn: Any) -> bool:
 
 
 def _fast_conv_bn_qat(is_qat: bool, bn: Any, conv: Any) -> Any:
-    import torch.ao.nn.intrinsic as nni
-    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn
-
-    cls = {
-        torch.nn.Conv1d: nni.ConvBn1d,
-        torch.nn.Conv2d: nni.ConvBn2d,
-        torch.nn.Conv3d: nni.ConvBn3d,
-    }.get(type(conv))
+    cls = _CONV_BN_QAT.get(type(conv))
     if cls is None or conv.training != bn.training or not _qat_ready(conv, bn):
         return fuse_conv_bn(is_qat, conv, bn)  # type: ignore[no-untyped-call]
     return _sequential(cls, conv, bn)
 
 
 def _fast_conv_bn_relu_qat(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
-    import torch.ao.nn.intrinsic as nni
-    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn_relu
-
     bn, conv = bn_conv
-    cls = {
-        torch.nn.Conv1d: nni.ConvBnReLU1d,
-        torch.nn.Conv2d: nni.ConvBnReLU2d,
-        torch.nn.Conv3d: nni.ConvBnReLU3d,
-    }.get(type(conv))
+    cls = _CONV_BN_RELU_QAT.get(type(conv))
     if (cls is None or not (conv.training == bn.training == relu.training)
             or not _qat_ready(conv, bn)):
         return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
@@ -372,8 +373,6 @@ def _fast_conv_bn_relu_qat(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
 
 
 def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
-    from torch.ao.quantization.fuser_method_mappings import fuse_convtranspose_bn
-
     if getattr(convt, "groups", 1) > 1:
         return _grouped_convtranspose_bn(convt, bn)
     if convt.training != bn.training:
@@ -382,9 +381,6 @@ def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
 
 
 def _fast_linear_bn(is_qat: bool, bn: Any, linear: Any) -> Any:
-    from torch.ao.quantization.fuser_method_mappings import fuse_linear_bn
-    from torch.nn.utils.fusion import fuse_linear_bn_weights
-
     if not bn.affine:
         return _linear_bn_no_affine(linear, bn)
     fused = _shell_copy(linear) if type(linear) is torch.nn.Linear else None
@@ -401,8 +397,6 @@ def _fast_linear_bn(is_qat: bool, bn: Any, linear: Any) -> Any:
 def _sequence_fuser(method: Any) -> type | None:
     """The class a ``torch.ao.quantization.fuser_method_mappings._sequential_wrapper2``
     fuser method builds, or None if `method` is not one."""
-    from torch.ao.quantization.fuser_method_mappings import _sequential_wrapper2
-
     code = getattr(method, "__code__", None)
     if code is None or code is not _sequential_wrapper2(torch.nn.Sequential).__code__:  # type: ignore[no-untyped-call]
         return None
@@ -420,13 +414,6 @@ def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
     """
     if config is None or config._pattern_complex_format is not None:
         return None
-    from torch.ao.quantization.fuser_method_mappings import (
-        fuse_conv_bn,
-        fuse_conv_bn_relu,
-        fuse_convtranspose_bn,
-        fuse_linear_bn,
-    )
-
     method = config.fuser_method
     cls = _sequence_fuser(method)
     if cls is not None and len(config.pattern) == 2:
