@@ -232,7 +232,7 @@ def _pattern_name(pattern: Any) -> str:
     return f"{inner} -> {name(head)}" if parts else name(head)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Fusion:
     match: Match
     root_node: Node
@@ -274,10 +274,11 @@ def _plain_modules(
 ) -> Any:
     """`_matched_modules` of a plain match, built from the flattened module table."""
     table = flat.modules
-    values = []
-    for i, node in zip(match.ids, match.claimed, strict=True):
-        m = table[i]
-        values.append(m if m is not None else _convert_node(node, modules, root_module))
+    values = [table[i] for i in match.ids]
+    if None in values:  # function and method positions
+        for k, node in enumerate(match.claimed):
+            if values[k] is None:
+                values[k] = _convert_node(node, modules, root_module)
     shape = plain_shape(match.pattern)
     assert shape is not None
     return tuple(shape[1](values))
