@@ -281,7 +281,7 @@ def _plain_modules(
                 values[k] = _convert_node(node, modules, root_module)
     shape = plain_shape(match.pattern)
     assert shape is not None
-    return tuple(shape[1](values))
+    return tuple(shape[1](values)[0])
 
 
 def _matched_types(mods: Any) -> Any:

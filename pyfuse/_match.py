@@ -26,35 +26,49 @@ from ._patterns import CompiledPatterns, Flat, _match_all_node, compile_patterns
 __all__ = ["Match", "find_matches", "match_graph", "plain_shape"]
 
 
+Builder = Callable[[Sequence[Any]], tuple[list[Any], tuple[list[Any], ...]]]
+
+
 @functools.cache
-def plain_shape(pattern: Any) -> tuple[int, Callable[[Sequence[Any]], list[Any]]] | None:
+def plain_shape(pattern: Any) -> tuple[int, Builder] | None:
     """(number of positions, builder) for a pattern without MatchAllNode, or None.
 
     ``builder(values)`` nests `values` (one per position, in walk order: head, then
-    arguments depth first) as the reference's walk nests the nodes of a plain match:
-    the top-level list, holding tuples for the argument sub-patterns.
+    arguments depth first) as the reference's walk nests the nodes of a plain
+    match, and returns ``(record, lists)``: the top-level list, holding tuples for
+    the argument sub-patterns, and per position the list its value was recorded in
+    (the walk's ``entries`` point at those lists).
     """
     match_all = _match_all_node()
-    count = 0
+    lines: list[str] = []
+    owners: list[str] = []
 
-    def source(pat: Any) -> str:
-        nonlocal count
-        if isinstance(pat, tuple):
-            parts = [source(pat[0]), *(source(sub) for sub in pat[1:])]
-            return "(" + "".join(p + ", " for p in parts) + ")"
-        if pat is match_all:
+    def emit(pat: Any) -> str:
+        name = f"l{len(lines)}"
+        head = pat[0] if isinstance(pat, tuple) else pat
+        if head is match_all:
             raise LookupError
-        count += 1
-        return f"v[{count - 1}]"
+        lines.append(f"{name} = [v[{len(owners)}]]")
+        owners.append(name)
+        for sub in pat[1:] if isinstance(pat, tuple) else ():
+            if isinstance(sub, tuple):
+                lines.append(f"{name}.append(tuple({emit(sub)}))")
+            elif sub is match_all:
+                raise LookupError
+            else:
+                lines.append(f"{name}.append(v[{len(owners)}])")
+                owners.append(name)
+        return name
 
     try:
-        body = source(pattern)
+        top = emit(pattern)
     except LookupError:
         return None
-    # The top level is the head's list: [head, args...] (or [node] for a bare entry).
-    body = "[" + body[1:-1] + "]" if isinstance(pattern, tuple) else f"[{body}]"
-    builder = eval(f"lambda v: {body}")  # (source built from integers only)
-    return count, builder
+    source = "def build(v):\n" + "".join(f"    {line}\n" for line in lines)
+    source += f"    return {top}, ({', '.join(owners)},)\n"
+    scope: dict[str, Any] = {}
+    exec(source, scope)  # noqa: S102 (source built from integers only)
+    return len(owners), scope["build"]
 
 
 class Match:
@@ -92,21 +106,28 @@ class Match:
     @property
     def node_pattern(self) -> list[Any]:
         if self._node_pattern is None:
-            if self.plain:
-                shape = plain_shape(self.pattern)
-                assert shape is not None
-                self._node_pattern = shape[1](self.claimed)
-            else:
-                self._walk.replay(self)
+            self._build()
         assert self._node_pattern is not None
         return self._node_pattern
 
     @property
     def entries(self) -> dict[str, tuple[Node, Any, list[Any]]]:
         if self._entries is None:
-            self._walk.replay(self)
+            self._build()
         assert self._entries is not None
         return self._entries
+
+    def _build(self) -> None:
+        if not self.plain:
+            self._walk.replay(self)
+            return
+        shape = plain_shape(self.pattern)
+        assert shape is not None
+        self._node_pattern, lists = shape[1](self.claimed)
+        last, pattern = self.last, self.pattern
+        self._entries = {
+            n.name: (last, pattern, acc) for n, acc in zip(self.claimed, lists, strict=True)
+        }
 
     def __repr__(self) -> str:
         return f"Match({self.index}, {self.last.name!r}, {self.pattern!r})"

@@ -1461,3 +1461,17 @@ def test_plain_match_records_equal_the_walk(sc):
         replay.plain = False
         assert built == replay.node_pattern, m
         assert type(built) is type(replay.node_pattern)
+        got, want = m.entries, replay.entries
+        assert list(got) == list(want)
+        for name in want:
+            assert got[name][:2] == want[name][:2]
+            assert got[name][2] == want[name][2]
+        # nodes recorded in one list by the walk share one list here too
+        assert _sharing(got) == _sharing(want)
+
+
+def _sharing(entries):
+    groups = {}
+    for name, (_, _, acc) in entries.items():
+        groups.setdefault(id(acc), []).append(name)
+    return sorted(groups.values())
