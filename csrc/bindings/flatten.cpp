@@ -3,6 +3,7 @@
 // in the binding layer, never in csrc/core. It imports nothing from torch: the
 // Node type and the interning tables are handed in by pyfuse._patterns.
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "flat_graph.hpp"
@@ -11,6 +12,73 @@
 namespace pyfuse::bindings {
 
 namespace {
+
+/// Node object -> index, by address: open addressing with linear probing in one
+/// allocation (a node-based std::unordered_map spent most of the flattening time
+/// in malloc). Keys are never removed.
+class NodeIndex {
+public:
+    explicit NodeIndex(std::size_t expected) {
+        std::size_t cap = 16;
+        while(cap < 2 * expected) {
+            cap *= 2;
+        }
+        slots_.assign(cap, Slot{});
+    }
+
+    void insert(const PyObject* key, std::int32_t value) {
+        if(2 * (size_ + 1) > slots_.size()) {
+            grow();
+        }
+        place(key, value);
+        ++size_;
+    }
+
+    /// The index of `key`, or -1.
+    [[nodiscard]] std::int32_t find(const PyObject* key) const {
+        for(std::size_t i = hash(key);; i = (i + 1) & (slots_.size() - 1)) {
+            if(slots_[i].key == key) {
+                return slots_[i].value;
+            }
+            if(slots_[i].key == nullptr) {
+                return -1;
+            }
+        }
+    }
+
+private:
+    struct Slot {
+        const PyObject* key = nullptr;
+        std::int32_t value = -1;
+    };
+
+    [[nodiscard]] std::size_t hash(const PyObject* key) const {
+        auto h = reinterpret_cast<std::uintptr_t>(key) >> 4U;  // objects are 16-byte aligned
+        h *= 0x9E3779B97F4A7C15ULL;
+        return static_cast<std::size_t>(h >> 20U) & (slots_.size() - 1);
+    }
+
+    void place(const PyObject* key, std::int32_t value) {
+        std::size_t i = hash(key);
+        while(slots_[i].key != nullptr) {
+            i = (i + 1) & (slots_.size() - 1);
+        }
+        slots_[i] = Slot{key, value};
+    }
+
+    void grow() {
+        std::vector<Slot> old(slots_.size() * 2);
+        old.swap(slots_);
+        for(const Slot& s : old) {
+            if(s.key != nullptr) {
+                place(s.key, s.value);
+            }
+        }
+    }
+
+    std::vector<Slot> slots_;
+    std::size_t size_ = 0;
+};
 
 /// Interning tables of one compiled pattern set.
 class Interner {
@@ -48,42 +116,78 @@ public:
         py::list nodes;
         py::list modules;
         py::list get_attrs;
-        std::unordered_map<PyObject*, std::int32_t> index;
-        std::unordered_map<std::string, PyObject*> path_cache;  // borrowed, root keeps alive
+        // (graph.nodes has a length: reserve for it; any iterable works)
+        Py_ssize_t expected = PyObject_Length(node_iter.ptr());
+        if(expected < 0) {
+            PyErr_Clear();
+            expected = 0;
+        }
+        const auto n_expected = static_cast<std::size_t>(expected);
+        NodeIndex index(n_expected);
+        g.label.reserve(n_expected);
+        g.users.reserve(n_expected);
+        g.arg_off.reserve(n_expected + 1);
+        g.arg.reserve(2 * n_expected);
         // (`_args` is the slot behind the `args` property of torch.fx.Node)
         const py::str s_op("op"), s_target("target"), s_args("args"), s_args_slot("_args"),
             s_users("users"), s_modules("_modules");
-        py::dict module_by_target;  // target str -> module or None
         const py::str call_module("call_module"), call_function("call_function"),
             call_method("call_method"), get_attr("get_attr");
 
-        // Resolves a dotted module path through `_modules`, as named_modules() sees it.
-        auto resolve = [&](const std::string& path, auto& self) -> PyObject* {
-            auto hit = path_cache.find(path);
-            if(hit != path_cache.end()) {
+        // Module lookup by dotted path through `_modules`, as named_modules() sees
+        // it. Only the `_modules` dicts of parent paths are cached, keyed by views
+        // into the target strings (alive as long as the nodes): no allocation per node.
+        std::unordered_map<std::string_view, PyObject*> dicts;  // path -> its `_modules`
+        py::list keep;  // owns the cached dicts
+        auto child = [](PyObject* modules_dict, std::string_view name) -> PyObject* {
+            if(modules_dict == nullptr) {
+                return nullptr;
+            }
+            py::str key(name.data(), name.size());
+            PyObject* found = PyDict_GetItemWithError(modules_dict, key.ptr());
+            if(found == nullptr && PyErr_Occurred() != nullptr) {
+                throw py::error_already_set();
+            }
+            return found == Py_None ? nullptr : found;
+        };
+        auto modules_of = [&](std::string_view path, auto& self) -> PyObject* {
+            auto hit = dicts.find(path);
+            if(hit != dicts.end()) {
                 return hit->second;
             }
-            const auto dot = path.rfind('.');
-            PyObject* parent = dot == std::string::npos
-                                   ? root.ptr()
-                                   : self(path.substr(0, dot), self);
-            PyObject* found = nullptr;
-            if(parent != nullptr) {
+            PyObject* owner = root.ptr();
+            if(!path.empty()) {
+                const auto dot = path.rfind('.');
+                owner = dot == std::string_view::npos
+                            ? child(self(std::string_view(), self), path)
+                            : child(self(path.substr(0, dot), self), path.substr(dot + 1));
+            }
+            PyObject* dict = nullptr;
+            if(owner != nullptr) {
                 py::object mods = py::reinterpret_steal<py::object>(
-                    PyObject_GetAttr(parent, s_modules.ptr()));
+                    PyObject_GetAttr(owner, s_modules.ptr()));
                 if(!mods) {
                     PyErr_Clear();
                 } else if(PyDict_Check(mods.ptr())) {
-                    const std::string atom =
-                        dot == std::string::npos ? path : path.substr(dot + 1);
-                    found = PyDict_GetItemString(mods.ptr(), atom.c_str());
-                    if(found == Py_None) {
-                        found = nullptr;
-                    }
+                    dict = mods.ptr();
+                    keep.append(mods);
                 }
             }
-            path_cache.emplace(path, found);
-            return found;
+            dicts.emplace(path, dict);
+            return dict;
+        };
+        auto resolve = [&](PyObject* target) -> PyObject* {
+            Py_ssize_t size = 0;
+            const char* data = PyUnicode_AsUTF8AndSize(target, &size);
+            if(data == nullptr) {
+                throw py::error_already_set();
+            }
+            const std::string_view path(data, static_cast<std::size_t>(size));
+            const auto dot = path.rfind('.');
+            if(dot == std::string_view::npos) {
+                return child(modules_of(std::string_view(), modules_of), path);
+            }
+            return child(modules_of(path.substr(0, dot), modules_of), path.substr(dot + 1));
         };
 
         auto same = [](PyObject* a, PyObject* b) {
@@ -106,7 +210,7 @@ public:
                 throw py::type_error("graph.nodes yielded a non-Node object");
             }
             const auto i = static_cast<std::int32_t>(g.label.size());
-            index.emplace(node.ptr(), i);
+            index.insert(node.ptr(), i);
             nodes.append(node);
 
             py::object op = node.attr(s_op);
@@ -117,17 +221,7 @@ public:
                 if(!PyUnicode_Check(target.ptr())) {
                     throw py::type_error("call_module node target must be a str");
                 }
-                PyObject* mod = PyDict_GetItemWithError(module_by_target.ptr(), target.ptr());
-                if(mod == nullptr) {
-                    if(PyErr_Occurred() != nullptr) {
-                        throw py::error_already_set();
-                    }
-                    mod = resolve(target.cast<std::string>(), resolve);
-                    module_by_target[target] = mod == nullptr ? py::none()
-                                                             : py::reinterpret_borrow<py::object>(mod);
-                } else if(mod == Py_None) {
-                    mod = nullptr;
-                }
+                PyObject* mod = resolve(target.ptr());
                 if(mod == nullptr) {
                     label = core::kMissingModule;
                 } else {
@@ -172,14 +266,14 @@ public:
             for(Py_ssize_t k = 0; k < n_args; ++k) {
                 PyObject* a = PyTuple_GET_ITEM(args.ptr(), k);
                 if(PyObject_TypeCheck(a, node_type)) {
-                    auto found = index.find(a);
-                    if(found == index.end()) {
+                    const std::int32_t found = index.find(a);
+                    if(found < 0) {
                         throw py::value_error("node " + py::str(node).cast<std::string>() +
                                               " has an argument that is not an earlier "
                                               "node of this graph: " +
                                               py::str(a).cast<std::string>());
                     }
-                    g.arg.push_back(found->second);
+                    g.arg.push_back(found);
                 } else {
                     g.arg.push_back(-literal_id(a) - 2);
                 }
