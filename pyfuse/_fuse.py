@@ -42,7 +42,7 @@ from ._fusers import (
     prefold,
     registration_hooks,
 )
-from ._match import Match, match_graph, plain_shape
+from ._match import Match, match_graph
 from ._patterns import CompiledPatterns, Flat, compile_patterns, sort_patterns
 
 __all__ = ["FuseReport", "FusionError", "GraphModuleRequired", "Skipped", "fuse", "fuse_fx"]
@@ -279,9 +279,8 @@ def _plain_modules(
         for k, node in enumerate(match.claimed):
             if values[k] is None:
                 values[k] = _convert_node(node, modules, root_module)
-    shape = plain_shape(match.pattern)
-    assert shape is not None
-    return tuple(shape[1](values)[0])
+    assert match.shape is not None
+    return tuple(match.shape[1](values)[0])
 
 
 def _matched_types(mods: Any) -> Any:

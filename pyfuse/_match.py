@@ -87,10 +87,11 @@ class Match:
     """
 
     __slots__ = ("_entries", "_node_pattern", "_walk", "claimed", "ids", "index", "last",
-                 "pattern", "pattern_index", "plain")
+                 "pattern", "pattern_index", "plain", "shape")
 
     def __init__(self, walk: _Walk, index: int, last: Node, pattern: Any,
-                 pattern_index: int, ids: list[int], claimed: list[Node]) -> None:
+                 pattern_index: int, ids: list[int], claimed: list[Node],
+                 shape: tuple[int, Builder] | None) -> None:
         self._walk = walk
         self.index = index
         self.last = last
@@ -98,8 +99,8 @@ class Match:
         self.pattern_index = pattern_index
         self.ids = ids
         self.claimed = claimed
-        shape = plain_shape(pattern)
         self.plain = shape is not None and shape[0] == len(ids)
+        self.shape = shape  # the pattern's plain_shape
         self._node_pattern: list[Any] | None = None
         self._entries: dict[str, tuple[Node, Any, list[Any]]] | None = None
 
@@ -121,9 +122,8 @@ class Match:
         if not self.plain:
             self._walk.replay(self)
             return
-        shape = plain_shape(self.pattern)
-        assert shape is not None
-        self._node_pattern, lists = shape[1](self.claimed)
+        assert self.shape is not None
+        self._node_pattern, lists = self.shape[1](self.claimed)
         last, pattern = self.last, self.pattern
         self._entries = {
             n.name: (last, pattern, acc) for n, acc in zip(self.claimed, lists, strict=True)
@@ -206,10 +206,13 @@ def match_graph(
     nodes = flat.nodes
     patterns = compiled.patterns
     out: list[Match] = []
+    shapes = [plain_shape(p) for p in patterns]
     walk = _Walk(out)
     for m, (r, k) in enumerate(zip(roots, pats, strict=True)):
         ids = claimed[claimed_off[m] : claimed_off[m + 1]]
-        out.append(Match(walk, m, nodes[r], patterns[k], k, ids, [nodes[i] for i in ids]))
+        out.append(
+            Match(walk, m, nodes[r], patterns[k], k, ids, [nodes[i] for i in ids], shapes[k])
+        )
     return out
 
 

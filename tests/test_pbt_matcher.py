@@ -1457,7 +1457,7 @@ def test_plain_match_records_equal_the_walk(sc):
     event(f"plain matches: {'>=1' if plain else 0}")
     for m in plain:
         built = m.node_pattern
-        replay = Match(m._walk, m.index, m.last, m.pattern, m.pattern_index, m.ids, m.claimed)
+        replay = Match(m._walk, m.index, m.last, m.pattern, m.pattern_index, m.ids, m.claimed, m.shape)
         replay.plain = False
         assert built == replay.node_pattern, m
         assert type(built) is type(replay.node_pattern)
