@@ -173,3 +173,56 @@ def test_fast_linear_bn_is_torchs_bit_for_bit():
     for k in want._parameters:
         assert torch.equal(made._parameters[k], want._parameters[k])
     assert made.weight is not linear.weight
+
+
+@pytest.mark.parametrize(
+    "make_bn",
+    [
+        lambda: nn.BatchNorm2d(5),  # num_features != out_channels
+        lambda: nn.BatchNorm2d(4, affine=False),
+        lambda: nn.BatchNorm2d(4, track_running_stats=False),
+        lambda: nn.BatchNorm2d(4).eval(),  # modes differ
+    ],
+)
+def test_qat_fast_paths_raise_as_torch_does(make_bn):
+    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn, fuse_conv_bn_relu
+
+    conv, bn, relu = nn.Conv2d(3, 4, 1), make_bn(), nn.ReLU()
+    with pytest.raises(AssertionError) as want:
+        fuse_conv_bn(True, conv, bn)
+    with pytest.raises(AssertionError) as got:
+        _fusers._fast_conv_bn_qat(True, bn, conv)
+    assert str(got.value) == str(want.value)
+    with pytest.raises(AssertionError) as want:
+        fuse_conv_bn_relu(True, conv, bn, relu)
+    with pytest.raises(AssertionError) as got:
+        _fusers._fast_conv_bn_relu_qat(True, relu, (bn, conv))
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("mode", ["eval", "qat"])
+def test_whole_pass_with_registration_hooks_installed(mode):
+    """Global registration hooks switch every direct construction off: the output
+    is still the reference's, and the hooks see pyfuse's registrations."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from contract import assert_same_fusion, run_both
+    from corpus import MODELS_BY_NAME
+    from torch.nn.modules.module import register_module_module_registration_hook
+
+    cm = MODELS_BY_NAME["resnet18"]
+    qat = mode == "qat"
+
+    def make():
+        return cm.factory().train(qat)
+
+    seen: list[str] = []
+    handle = register_module_module_registration_hook(lambda m, name, sub: seen.append(name))
+    try:
+        ref_out, out = run_both(make, cm.example_inputs_factory(), qat)
+    finally:
+        handle.remove()
+    assert_same_fusion(ref_out, out, cm.example_inputs_factory())
+    assert seen
