@@ -1,13 +1,21 @@
-"""Faster, bit-identical replacements for torch's default eval fuser methods,
-and fixes where torch's are wrong.
+"""Faster, bit-identical replacements for torch's default fuser methods, and
+fixes where torch's are wrong.
 
-torch's ``fuse_conv_bn_eval`` deep-copies the conv (cloning its weight) and then
-overwrites weight and bias with the folded ones. pyfuse copies the module shell
-instead (fresh ``__dict__`` containers, nothing shared with the original that
-could be mutated) and folds with torch's own ``fuse_conv_bn_weights`` on the
-original tensors: the same operations on the same values, so the same bits.
-Modules with buffers, submodules (e.g. parametrizations) or attributes of
-unknown types take torch's path.
+torch's ``fuse_conv_bn_eval`` (and ``fuse_linear_bn_eval``) deep-copies the conv
+(cloning its weight) and then overwrites weight and bias with the folded ones.
+pyfuse copies the module shell instead (fresh ``__dict__`` containers, nothing
+shared with the original that could be mutated) and folds with torch's own
+``fuse_conv_bn_weights`` on the original tensors, or with the same elementwise
+operations batched over many small convs (:func:`prefold`): the same operations on
+the same values, so the same bits. Modules with buffers, submodules (e.g.
+parametrizations) or attributes of unknown types take torch's path.
+
+Fused modules (``ConvReLU2d``, ``ConvBnReLU2d`` for QAT, ``LinearReLU``, ...) are
+Sequentials of their arguments: the first of each argument-type combination is
+built by its constructor (whose checks raise as torch's do), later ones by copying
+that instance's ``__dict__`` layout with fresh containers (:func:`_sequential`).
+With global module/parameter/buffer registration hooks installed, everything is
+built through torch's constructors and ``setattr`` so the hooks run.
 
 torch's ``fuse_convtranspose_bn`` folds BatchNorm into a grouped ConvTranspose
 with the wrong weight layout (it raises a size mismatch), and
