@@ -23,6 +23,7 @@ import contextlib
 import functools
 import gc
 import logging
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -59,6 +60,16 @@ class GraphModuleRequired(TypeError, AttributeError):
 
 class FusionError(RuntimeError):
     """A fusion could not be prepared; the model was left unchanged."""
+
+
+class _NotAModule(FusionError, TypeError):
+    """A fuser method returned something that is not an nn.Module (a TypeError too,
+    as the reference fails with one when it installs the result)."""
+
+
+class _ModuleRequired(TypeError, AssertionError):
+    """`fuse_fx` was given something that is not an nn.Module (an AssertionError
+    too, as the reference's symbolic_trace rejects it with one)."""
 
 
 @dataclass(frozen=True)
@@ -593,7 +604,13 @@ def _analyze(
     while True:
         matches = match_graph(plan.compiled, flat, exclude)
         matches.reverse()  # graph order of the last nodes, as the reference fuses
-        fusions = [_prepare(plan, m, flat, modules, is_qat) for m in matches]
+        fusions = []
+        for m in matches:
+            try:
+                fusions.append(_prepare(plan, m, flat, modules, is_qat))
+            except Exception as e:
+                e.add_note(_while_fusing(m))
+                raise
         bad = _conflicts(fusions, flat, modules) if fusions else []
         if not bad:
             return flat, fusions
@@ -635,17 +652,22 @@ def _conv_bn_pairs(fusions: list[_Fusion]) -> Iterable[tuple[Any, Any]]:
             yield conv, bn
 
 
+def _while_fusing(match: Match) -> str:
+    """The note added to an exception raised while preparing or fusing `match`."""
+    return (
+        f"pyfuse: while fusing {_pattern_name(match.pattern)} at nodes "
+        f"{[n.name for n in match.claimed]} (the model is unchanged)"
+    )
+
+
 def _call_one(f: _Fusion, is_qat: bool) -> torch.nn.Module:
     try:
         fused = f.fuser(is_qat, *f.modules)
     except Exception as e:
-        e.add_note(
-            f"pyfuse: while fusing {_pattern_name(f.match.pattern)} at nodes "
-            f"{[n.name for n in f.match.claimed]} (the model is unchanged)"
-        )
+        e.add_note(_while_fusing(f.match))
         raise
     if not isinstance(fused, torch.nn.Module):
-        raise FusionError(
+        raise _NotAModule(
             f"the fuser method for {_pattern_name(f.match.pattern)} at node "
             f"{f.match.last.name!r} returned {type(fused).__name__}, not an nn.Module"
         )
@@ -712,6 +734,12 @@ def fuse(
         return _fuse(model, is_qat, backend_config, lazy, return_report)
 
 
+class _GcPause:
+    lock = threading.Lock()
+    pausers = 0  # passes running with the collector paused
+    was_enabled = False
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Any:
     """Pause the cyclic garbage collector for the pass.
@@ -719,15 +747,23 @@ def _gc_paused() -> Any:
     The pass allocates O(F) small objects while the process holds a large graph;
     every generation-2 collection then walks the whole heap, which cost more than
     the pass itself on 10k+ node graphs. Nothing the pass creates is cyclic
-    garbage, and the collector is restored (not run) afterwards.
+    garbage, and the collector is restored (not run) afterwards. Passes in several
+    threads share one pause: the first saves the collector's state, the last
+    restores it.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    state = _GcPause
+    with state.lock:
+        if state.pausers == 0:
+            state.was_enabled = gc.isenabled()
+            gc.disable()
+        state.pausers += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with state.lock:
+            state.pausers -= 1
+            if state.pausers == 0 and state.was_enabled:
+                gc.enable()
 
 
 def _fuse(
@@ -758,7 +794,7 @@ def fuse_fx(
     from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
 
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}")
+        raise _ModuleRequired(f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}")
     fuse_custom_config = _fuse_custom_config(fuse_custom_config, stacklevel=2)
     preserved = {
         a: getattr(model, a)

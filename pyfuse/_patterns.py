@@ -38,6 +38,11 @@ class PatternError(ValueError):
     """A fusion pattern pyfuse cannot compile."""
 
 
+class _MalformedGetattr(PatternError, AssertionError):
+    """A getattr pattern without exactly two elements (an AssertionError too, as the
+    reference rejects it with one)."""
+
+
 @functools.cache
 def _match_all_node() -> type:
     from torch.ao.quantization.utils import MatchAllNode
@@ -122,7 +127,7 @@ class CompiledPatterns:
                     raise PatternError(f"pattern {where!r} holds an empty tuple")
                 kind, lab = head_of(sub[0], where)
                 if kind == _GETATTR and len(sub) != 2:
-                    raise PatternError(
+                    raise _MalformedGetattr(
                         f"pattern {where!r}: a getattr pattern needs exactly two "
                         "elements, (getattr, name)"
                     )

@@ -124,6 +124,7 @@ public:
         }
         const auto n_expected = static_cast<std::size_t>(expected);
         NodeIndex index(n_expected);
+        std::unordered_map<PyObject*, std::int32_t> other_types;
         g.label.reserve(n_expected);
         g.users.reserve(n_expected);
         g.arg_off.reserve(n_expected + 1);
@@ -226,7 +227,7 @@ public:
                     label = core::kMissingModule;
                 } else {
                     module = py::reinterpret_borrow<py::object>(mod);
-                    label = type_label(mod);
+                    label = type_label(mod, other_types);
                 }
             } else if(same(op.ptr(), call_function.ptr())) {
                 auto f = funcs_.find(target.ptr());
@@ -284,17 +285,24 @@ public:
     }
 
 private:
-    std::int32_t type_label(PyObject* module) {
+    /// `seen` caches the other classes for one flatten call only: the graph's
+    /// modules keep them alive meanwhile, and a class made per module instance
+    /// (parametrization does that) must not outlive the model.
+    std::int32_t type_label(PyObject* module,
+                            std::unordered_map<PyObject*, std::int32_t>& seen) {
         auto* type = reinterpret_cast<PyObject*>(Py_TYPE(module));
         auto hit = types_.find(type);
         if(hit != types_.end()) {
             return hit->second;
         }
-        // Unknown class (a subclass, a parametrized class, ...): Python decides
-        // once per class, following type_before_parametrizations.
+        hit = seen.find(type);
+        if(hit != seen.end()) {
+            return hit->second;
+        }
+        // Another class (a subclass, a parametrized class, ...): Python decides,
+        // following type_before_parametrizations.
         const auto label = resolve_type_(py::handle(module)).cast<std::int32_t>();
-        keep_.append(py::handle(type));
-        types_.emplace(type, label);
+        seen.emplace(type, label);
         return label;
     }
 
@@ -316,7 +324,7 @@ private:
     py::dict literal_ids_;
     py::function resolve_type_;
     py::object node_type_;
-    py::list keep_;  // owns the keys of funcs_ and types_
+    py::list keep_;  // owns the keys of funcs_ and types_ (the patterns' own)
 };
 
 }  // namespace
