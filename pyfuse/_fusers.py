@@ -211,6 +211,10 @@ def _sequential(cls: type, *mods: torch.nn.Module) -> Any:
     arguments, it becomes the template for later calls with the same types.
     """
     key = (cls, *map(type, mods))
+    if not all(t.__module__.startswith("torch.nn.modules.") for t in key[1:]):
+        # (only torch's own module classes are cached: a parametrized module has a
+        # class of its own, which a cache would keep alive)
+        return cls(*mods)
     template = _sequence_templates.get(key)
     if template is not None and not registration_hooks():
         return template.new(_modules={str(i): m for i, m in enumerate(mods)})

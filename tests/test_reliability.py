@@ -13,9 +13,8 @@ Sections (RELIABILITY.md has the figures and the commands):
    one-by-one run;
 5. leaks: 1,000 fusions in a loop do not grow Python or native memory.
 
-Tests marked ``xfail(strict=True)`` are pyfuse bugs found here and reported, not fixed
-(RELIABILITY.md, "Open bugs"); once fixed they XPASS, which fails the run: remove the
-marker then.
+The bugs these tests found (RELIABILITY.md, "Bugs found") are fixed; their tests are
+plain regression tests now.
 """
 
 from __future__ import annotations
@@ -232,11 +231,6 @@ def test_fuse_fx_rejects_what_is_not_a_module(what):
     assert type(obj).__name__ in msg, msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse bug: fuse_fx raises TypeError where the reference raises "
-    "AssertionError (pyfuse/_fuse.py, fuse_fx's isinstance check)",
-)
 @pytest.mark.parametrize("what", list(NOT_MODULES))
 def test_fuse_fx_rejects_what_is_not_a_module_with_the_reference_type(what):
     ref = _raised(lambda: reference_fuse_fx(NOT_MODULES[what]()))
@@ -373,8 +367,6 @@ BAD_PATTERNS = {
     # lookup; here the longer native patterns match first)
     "MatchAllNode subclass": ((nn.ReLU, _MatchAllSubclass), False),
 }
-#: where pyfuse's PatternError (a ValueError) is not the reference's type (AssertionError)
-BAD_PATTERN_TYPE_BUGS = {"getattr with two names"}
 
 
 def _native_plus(pattern) -> BackendConfig:
@@ -403,20 +395,7 @@ def test_backend_pattern_pyfuse_cannot_compile(case):
 
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="pyfuse bug: PatternError (ValueError) where the reference raises "
-                "AssertionError (pyfuse/_patterns.py, CompiledPatterns)",
-            ),
-        )
-        if c in BAD_PATTERN_TYPE_BUGS
-        else c
-        for c, (_, ref_raises) in BAD_PATTERNS.items()
-        if ref_raises
-    ],
+    [c for c, (_, ref_raises) in BAD_PATTERNS.items() if ref_raises],
 )
 def test_backend_pattern_rejected_by_both_with_the_reference_type(case):
     pattern, _ = BAD_PATTERNS[case]
@@ -473,11 +452,6 @@ def test_fuser_method_returning_none_reference_builds_a_broken_model():
         out(torch.randn(1, 3, 4, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse bug: FusionError (RuntimeError) where the reference raises TypeError "
-    "(pyfuse/_fuse.py, _call_one)",
-)
 @pytest.mark.parametrize("what", [w for w in NON_MODULES if w != "None"])
 def test_fuser_method_returning_a_non_module_reference_type(what):
     ref = _raised(
@@ -700,11 +674,6 @@ def test_check_failure_names_the_match():
             assert type(gm.get_submodule(n.target)).__name__ in msg, msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse bug: an exception from a root-node or extra-inputs getter propagates "
-    "without naming the match (pyfuse/_fuse.py, _prepare)",
-)
 @pytest.mark.parametrize("kind", ["root_raise", "extra_raise"])
 def test_getter_failure_names_the_match(kind):
     counted = _count_calls("resnet18", "native", "eval")
@@ -967,42 +936,35 @@ def test_core_match_releases_the_gil():
     assert during_sum == [0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse bug: _gc_paused is not thread-safe; two overlapping passes can leave "
-    "the garbage collector disabled for good (pyfuse/_fuse.py, _gc_paused)",
-)
-def test_gc_pause_is_thread_safe(monkeypatch):
-    """Forces one interleaving of two threads' passes that the GIL allows: pass A ends
-    between pass B's ``gc.isenabled()`` and its ``gc.disable()``."""
+def test_gc_pause_is_shared_by_overlapping_passes():
+    """Overlapping passes (as in several threads) share one pause: the collector
+    stays off while any pass runs and is back on when the last one ends, whatever
+    the order they end in (the first version lost the state in one interleaving)."""
     import pyfuse._fuse as fuse_module
 
     assert gc.isenabled()
-    a = fuse_module._gc_paused()
-    a.__enter__()  # pass A: was enabled, disables
-
-    class Interleaved:
-        def __init__(self):
-            self.once = True
-
-        def isenabled(self):
-            state = gc.isenabled()
-            if self.once:  # thread switch right after pass B reads the state
-                self.once = False
-                a.__exit__(None, None, None)  # pass A ends: enables
-            return state
-
-        disable = staticmethod(gc.disable)
-        enable = staticmethod(gc.enable)
-
-    monkeypatch.setattr(fuse_module, "gc", Interleaved())
     try:
-        with fuse_module._gc_paused():  # pass B
+        a = fuse_module._gc_paused()
+        b = fuse_module._gc_paused()
+        a.__enter__()
+        b.__enter__()
+        a.__exit__(None, None, None)  # A ends first: B still runs
+        assert not gc.isenabled()
+        b.__exit__(None, None, None)
+        assert gc.isenabled()
+        gc.disable()  # a user who disabled the collector keeps it disabled
+        with fuse_module._gc_paused():
             pass
-        left_enabled = gc.isenabled()
+        assert not gc.isenabled()
     finally:
         gc.enable()
-    assert left_enabled, "no pass is running, yet the collector stays disabled"
+
+
+def test_gc_is_enabled_after_concurrent_passes():
+    models = [_traced("resnet18") for _ in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda gm: pyfuse.fuse(gm, False), models))
+    assert gc.isenabled()
 
 
 # ======================================================================================
@@ -1333,12 +1295,6 @@ class ParametrizedConvReLU(nn.Module):
         return self.relu(self.conv(x))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse bug (leak): the cached native Interner keeps every module class it "
-    "resolves alive, and parametrize makes one class per module instance "
-    "(csrc/bindings/flatten.cpp, Interner::type_label)",
-)
 def test_fusing_parametrized_models_keeps_no_classes_alive():
     """register_parametrization gives each module instance its own class; fusing many
     models must not keep those classes (the reference keeps none)."""
