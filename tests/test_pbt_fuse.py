@@ -8,9 +8,12 @@ LeakyReLU, Tanh, Sigmoid, Identity, Dropout, sometimes parametrized) and a rando
 modules called at several sites, sometimes through an alias path), call_function
 (``F.relu``, ``torch.relu``, ``torch.add``, ``operator.add`` with literals, ``getattr``
 of ``.shape``), call_method (``.relu()``, ``.add()``, ``.flatten()``, ``.reshape()``,
-``.sum()``), get_attr of parameters and buffers, multi-user nodes. Each op is evaluated on
-a concrete example tensor while the graph is built, so every model runs on its example
-input. Mode: eval, QAT (train, ``is_qat=True``) or rarely mixed training flags. Backend
+``.sum()``), get_attr of parameters and buffers, multi-user nodes, runs of 8-10
+same-shape conv-bn(-relu) chains (pyfuse's batched BN folding), a leaf module holding a
+conv that is also called on its own, float64 models, frozen parameters. Each op is
+evaluated on a concrete example tensor while the graph is built, so every model runs on
+its example input. Mode: eval, QAT (train, ``is_qat=True``) or rarely mixed training
+flags. Backend
 config: one of torch's seven, or a custom ``BackendConfig``: a shuffled subset of a
 torch backend's fusion configs plus random ``BackendPatternConfig`` s (forward-format and
 nested reversed chains, multi-argument patterns, ``MatchAllNode``, literal entries),
@@ -24,7 +27,8 @@ copies:
    ``_find_matches`` (root node, pattern, structure-exact matched node pattern).
 2. Which documented reference defects the model hits is computed from the reference's
    own matches (``Triggers``), independently of pyfuse: the root module of a match is
-   called at another site that survives the fusion or fuses differently; a get_attr
+   called at another site that survives the fusion or fuses differently, or inside a
+   called module; a get_attr
    reads an attribute of a module a match replaces; grouped ConvTranspose + BN or
    Linear + BN1d(affine=False) in eval; a pattern position reaching a literal.
 3. No defect: if the reference raises, pyfuse raises the same exception type; if it
@@ -235,6 +239,30 @@ class Chain(nn.Module):
         )
 
 
+class LeafBlock(nn.Module):
+    """A module with a child that the tracer keeps as one call (a leaf, as a custom
+    tracer's leaf modules are): relu(inner(x))."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return F.relu(self.inner(x))
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, LeafBlock) or super().is_leaf_module(m, qualname)
+
+
+def trace(model):
+    """``torch.fx.symbolic_trace``, keeping LeafBlock calls."""
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    return GraphModule(tracer.root, graph, type(model).__name__)
+
+
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONVT = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
@@ -366,6 +394,12 @@ class _Builder:
     def maybe_parametrize(self, m):
         if self.chance(1):
             parametrize.register_parametrization(m, "weight", _Ident())
+        return self.maybe_freeze(m)
+
+    def maybe_freeze(self, m):
+        if self.chance(4):  # frozen parameters: the fused ones keep requires_grad
+            for p in m.parameters():
+                p.requires_grad_(False)
         return m
 
     # -- module factories for an input tensor
@@ -412,7 +446,7 @@ class _Builder:
             track_running_stats=self.chance(94),
         )
         _init_module(m, self.gen)
-        return m
+        return self.maybe_freeze(m)
 
     def make_act(self):
         k = self.i(0, 9)
@@ -590,7 +624,84 @@ class _Builder:
             return self.add("call_function", torch.flatten, (v[0], 1))
         return self.add("call_method", "mean", (v[0], -1), {"keepdim": True})
 
+    def repeated_chains(self):
+        """8-10 conv-bn(-relu) chains of one shape, in sequence or in parallel: pyfuse
+        folds groups of 8+ same-shape pairs in batch."""
+        v = self.value(lambda t: t.dim() >= 3)
+        if v is None:
+            return None
+        dim, c = v[1].dim() - 2, v[1].shape[1]
+        bias, relu, parallel = self.chance(70), self.i(0, 2), self.chance(50)
+        x, outs = v, []
+        for _ in range(self.i(8, 10)):
+            conv = CONV[dim](c, c, 1, bias=bias)
+            _init_module(conv, self.gen)
+            node = self.call_new_module(conv, v if parallel else x)
+            if node is None:
+                return None
+            bn = nn.BatchNorm2d(c) if dim == 2 else BN[dim + 2](c)
+            _init_module(bn, self.gen)
+            node = self.call_new_module(bn, (node, node.meta["pbt_val"]))
+            if node is not None and relu == 1:
+                node = self.call_new_module(nn.ReLU(), (node, node.meta["pbt_val"]))
+            elif node is not None and relu == 2:
+                node = self.add("call_function", F.relu, (node,))
+            if node is None:
+                return None
+            x = (node, node.meta["pbt_val"])
+            outs.append(node)
+        if parallel:
+            acc = outs[0]
+            for o in outs[1:]:
+                acc = self.add("call_function", operator.add, (acc, o))
+                if acc is None:
+                    return None
+            return acc
+        return x[0]
+
+    def container(self):
+        """A leaf module holding a conv / linear, called as a whole, and maybe its inner
+        module called on its own too (fusing the inner one would change the container's
+        result)."""
+        v = self.value(lambda t: t.dim() in (2, 3, 4, 5))
+        if v is None:
+            return None
+        t = v[1]
+        if t.dim() == 2:
+            inner = nn.Linear(t.shape[-1], self.pick([1, 2, 3]), bias=self.chance(70))
+        else:
+            inner = CONV[t.dim() - 2](t.shape[1], self.pick([1, 2, 3]), 1)
+        _init_module(inner, self.gen)
+        path = self.register(LeafBlock(inner))
+        self.paths[f"{path}.inner"] = inner
+        node = self.add("call_module", path, (v[0],))
+        if node is None or not self.chance(60):
+            return node
+        inner_node = self.add("call_module", f"{path}.inner", (v[0],))
+        if inner_node is None:
+            return node
+        last = (inner_node, inner_node.meta["pbt_val"])
+        if self.chance(60):
+            bn = self.make_bn(last[1])
+            if bn is not None:
+                out = self.call_new_module(bn, last)
+                if out is not None:
+                    last = (out, out.meta["pbt_val"])
+        if self.chance(50):
+            out = self.relu_variant(last, allow_inplace=False)
+            if out is not None:
+                last = (out, out.meta["pbt_val"])
+        both = self.add(
+            "call_function", operator.add, (node, last[0])
+        )  # keep both used
+        return last[0] if both is None else both
+
     def step(self):
+        k = self.i(0, 199)
+        if k < 4:
+            return self.repeated_chains()
+        if k < 6:
+            return self.container()
         k = self.i(0, 99)
         if k < 36:
             return self.chain()
@@ -728,6 +839,9 @@ def _draw_case(draw, max_ops):
             b.g.erase_node(n)
     b.g.lint()
     template = GraphModule(b.root, b.g)
+    if _chance(draw, 5):
+        template.double()
+        inputs = [t.double() for t in inputs]
     if mode == "eval":
         template.eval()
         is_qat = False
@@ -1230,6 +1344,22 @@ def _triggers(gm, backend_config, ref_matches, ref_match_exc, is_qat):
             t.shared.append(rs[0][0])
         elif sites[mid] != len(rs):
             t.shared_erased.append(rs[0][0])
+    # A replaced module inside a module that is called: the container's result changes.
+    called = {
+        id(modules.get(n.target)): modules.get(n.target)
+        for n in gm.graph.nodes
+        if n.op == "call_module"
+    }
+    inside_called = {
+        id(d)
+        for m in called.values()
+        if m is not None
+        for d in m.modules()
+        if d is not m
+    }
+    for root in root_nodes:
+        if id(modules.get(root.target)) in inside_called:
+            t.shared.append(f"{root.target} (inside a called module)")
     for n in gm.graph.nodes:
         if n.op == "get_attr" and any(
             n.target.startswith(p + ".") or n.target == p for p in root_paths
@@ -1360,7 +1490,7 @@ def _assert_computes_model(case, out, what):
 
 
 def _run_impl(fn, case, backend_config):
-    gm = torch.fx.symbolic_trace(case.make())
+    gm = trace(case.make())
     try:
         with single_thread():
             return fn(gm, case.is_qat, None, backend_config), None
@@ -1371,7 +1501,7 @@ def _run_impl(fn, case, backend_config):
 def check_case(case):
     """The properties for one generated case. Returns the outcome label."""
     _note(repr(case))
-    gm = torch.fx.symbolic_trace(case.make())
+    gm = trace(case.make())
     ref_matches, ref_match_exc = _check_matches(
         gm, case.backend_factory()
     )  # property 1
@@ -1535,7 +1665,7 @@ def _case_from(model, inputs, mode="eval", backend="native"):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     _init_module(model, gen)
-    template = torch.fx.symbolic_trace(model)
+    template = trace(model)
     template.train(mode != "eval")
     return Case(
         template, inputs, mode, mode != "eval", backend, BACKENDS[backend], True, ""
@@ -1697,14 +1827,14 @@ def test_regression_root_node_not_claimed_by_match():
     # Sequential(relu, conv) at 'relu' and calls it where conv was: correct output.
     inputs = (torch.randn(1, 2, 3, 3),)
     ref = reference_fuse(
-        torch.fx.symbolic_trace(_relu_then_conv()),
+        trace(_relu_then_conv()),
         False,
         None,
         _matchall_root_backend(),
     )
     torch.testing.assert_close(ref(*inputs), _relu_then_conv()(*inputs))
     out = pyfuse_fuse(
-        torch.fx.symbolic_trace(_relu_then_conv()),
+        trace(_relu_then_conv()),
         False,
         None,
         _matchall_root_backend(),
@@ -1756,14 +1886,14 @@ def _two_bad_matches_backend():
 def test_regression_first_failing_match_in_graph_order():
     with pytest.raises(NotImplementedError):
         reference_fuse(
-            torch.fx.symbolic_trace(_SigmoidConvThenReluConv().eval()),
+            trace(_SigmoidConvThenReluConv().eval()),
             False,
             None,
             _two_bad_matches_backend(),
         )
     with pytest.raises(NotImplementedError):
         pyfuse_fuse(
-            torch.fx.symbolic_trace(_SigmoidConvThenReluConv().eval()),
+            trace(_SigmoidConvThenReluConv().eval()),
             False,
             None,
             _two_bad_matches_backend(),
@@ -1803,14 +1933,14 @@ def _root_is_last_backend():
 def test_regression_root_getter_uses_erased_node():
     with pytest.raises(KeyError):
         reference_fuse(
-            torch.fx.symbolic_trace(_ConvRelu().eval()),
+            trace(_ConvRelu().eval()),
             False,
             None,
             _root_is_last_backend(),
         )
     with pytest.raises(KeyError):
         pyfuse_fuse(
-            torch.fx.symbolic_trace(_ConvRelu().eval()),
+            trace(_ConvRelu().eval()),
             False,
             None,
             _root_is_last_backend(),
@@ -1840,10 +1970,10 @@ class _SharedBnFusedAway(nn.Module):
 @pytest.mark.parametrize("mode", ["eval", "qat"])
 def test_regression_shared_module_other_sites_fused_away(mode):
     case = _case_from(_SharedBnFusedAway(), _X4, mode)
-    ref = reference_fuse(torch.fx.symbolic_trace(case.make()), case.is_qat)
+    ref = reference_fuse(trace(case.make()), case.is_qat)
     if mode == "eval":  # the reference is right
         assert _equivalent(
             _forward_eval(ref, case.inputs), _forward_eval(case.template, case.inputs)
         )
-    out = pyfuse_fuse(torch.fx.symbolic_trace(case.make()), case.is_qat)
+    out = pyfuse_fuse(trace(case.make()), case.is_qat)
     assert_same_fusion(ref, out, case.inputs)
