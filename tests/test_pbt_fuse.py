@@ -44,7 +44,9 @@ copies:
    are recognised and counted, not failed, so that the budgeted run stays a gate for
    new ones: a root-node getter returning an unclaimed (MatchAllNode) node; the error of
    a later match raised before the first one's; FusionError for the reference's
-   KeyError; a shared module whose other sites are all fused away.
+   KeyError; a shared module whose other sites are all fused away. (A fuser returning a
+   non-Module, FusionError for the reference's TypeError, has a regression test too; the
+   generator does not make such fusers.)
 
 Budget: ``PYFUSE_PBT_EXAMPLES`` (default 150), e.g.
 ``PYFUSE_PBT_EXAMPLES=20000 python -m pytest tests/test_pbt_fuse.py -p no:cacheprovider``.
@@ -1977,3 +1979,25 @@ def test_regression_shared_module_other_sites_fused_away(mode):
         )
     out = pyfuse_fuse(trace(case.make()), case.is_qat)
     assert_same_fusion(ref, out, case.inputs)
+
+
+def _non_module_backend():
+    c = (
+        BackendPatternConfig()
+        ._set_pattern_complex_format((nn.ReLU, nn.Conv2d))
+        .set_fuser_method(lambda _is_qat, _relu, _conv: 3)
+    )
+    return BackendConfig("pbt").set_backend_pattern_config(c)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a fuser method returning a non-Module (here an int): the reference raises "
+    "TypeError (nn.Module.__setattr__: cannot assign 'int' as child module), pyfuse "
+    "FusionError, which is a RuntimeError, not a TypeError",
+)
+def test_regression_fuser_returns_non_module():
+    with pytest.raises(TypeError):
+        reference_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
+    with pytest.raises(TypeError):
+        pyfuse_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
