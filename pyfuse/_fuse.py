@@ -67,6 +67,14 @@ class _NotAModule(FusionError, TypeError):
     as the reference fails with one when it installs the result)."""
 
 
+class _ErasedInput(FusionError, KeyError):
+    """The fused node would use a node the fusion erases (a KeyError too, as the
+    reference fails with one looking that node up)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class _ModuleRequired(TypeError, AssertionError):
     """`fuse_fx` was given something that is not an nn.Module (an AssertionError
     too, as the reference's symbolic_trace rejects it with one)."""
@@ -381,7 +389,12 @@ def _conflicts(
         and not any(m._modules for m in called)
     ):
         return []  # every module is called once, none holds another, none is read
-    calls: Counter[int] = Counter(id(m) for m in called)
+    # Sites the fusions erase (claimed, not a root) no longer call their module.
+    erased = {n for f in fusions for n in f.match.claimed if n is not f.root_node}
+    calls: Counter[int] = Counter(
+        id(m) for m, n in zip(flat.modules, flat.nodes, strict=True)
+        if m is not None and n not in erased
+    )
     shape: dict[int, set[tuple[Any, ...]]] = {}
     roots: Counter[int] = Counter()
     for f in fusions:
@@ -458,7 +471,7 @@ def _check_edits(fusions: list[_Fusion]) -> None:
         erased = inside - {f.root_node}
         for a in [*f.root_node.args, *f.root_node.kwargs.values(), *f.extra_inputs]:
             if isinstance(a, Node) and a in erased:
-                raise FusionError(
+                raise _ErasedInput(
                     f"cannot fuse {_pattern_name(f.match.pattern)} at node "
                     f"{f.match.last.name!r}: the fused node would use {a.name!r}, "
                     "which the fusion removes"

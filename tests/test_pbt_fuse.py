@@ -1926,12 +1926,6 @@ def _root_is_last_backend():
     return BackendConfig("pbt").set_backend_pattern_config(c)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a root-node getter returning a node whose argument the fusion erases: the "
-    "reference raises KeyError (looking the erased node up), pyfuse FusionError "
-    "(a RuntimeError, not a KeyError)",
-)
 def test_regression_root_getter_uses_erased_node():
     with pytest.raises(KeyError):
         reference_fuse(
@@ -1964,11 +1958,6 @@ class _SharedBnFusedAway(nn.Module):
         return self.relu(self.bn(y + 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse leaves (ReLU, BN) unfused because 'bn' is called at 2 sites, but the "
-    "other site is erased by the (BN, Conv) fusion, so the reference's result is right",
-)
 @pytest.mark.parametrize("mode", ["eval", "qat"])
 def test_regression_shared_module_other_sites_fused_away(mode):
     case = _case_from(_SharedBnFusedAway(), _X4, mode)
@@ -1990,12 +1979,6 @@ def _non_module_backend():
     return BackendConfig("pbt").set_backend_pattern_config(c)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fuser method returning a non-Module (here an int): the reference raises "
-    "TypeError (nn.Module.__setattr__: cannot assign 'int' as child module), pyfuse "
-    "FusionError, which is a RuntimeError, not a TypeError",
-)
 def test_regression_fuser_returns_non_module():
     with pytest.raises(TypeError):
         reference_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
