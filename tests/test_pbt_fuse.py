@@ -40,13 +40,12 @@ copies:
    changes the math by design. Where the reference fails on its defect and pyfuse gets
    past it, pyfuse may fail on what comes next (e.g. a parametrized module), and where
    pyfuse skips an unsafe match it may match and fail on another.
-5. Divergences this fuzzer found (strict-xfail regression tests at the end of the file)
-   are recognised and counted, not failed, so that the budgeted run stays a gate for
-   new ones: a root-node getter returning an unclaimed (MatchAllNode) node; the error of
-   a later match raised before the first one's; FusionError for the reference's
-   KeyError; a shared module whose other sites are all fused away. (A fuser returning a
-   non-Module, FusionError for the reference's TypeError, has a regression test too; the
-   generator does not make such fusers.)
+5. Divergences this fuzzer found have regression tests at the end of the file. Fixed:
+   FusionError for the reference's KeyError (an erased input of the fused node), a
+   shared module whose other sites are all fused away, a fuser returning a non-Module.
+   Open, strict xfail, recognised and counted by the property so that the budgeted run
+   stays a gate for new ones: a root-node getter returning an unclaimed (MatchAllNode)
+   node; the error of a later match raised before the first one's.
 
 Budget: ``PYFUSE_PBT_EXAMPLES`` (default 150), e.g.
 ``PYFUSE_PBT_EXAMPLES=20000 python -m pytest tests/test_pbt_fuse.py -p no:cacheprovider``.
