@@ -280,6 +280,10 @@ def _matched_modules(node_pattern: Any, modules: _Modules, root_module: torch.nn
 
     def convert(p: Any) -> Any:
         if isinstance(p, (tuple, list)):
+            if not p:
+                # (a sub-pattern whose head node the match had already recorded;
+                # the reference unpacks `n, *args = pattern` and fails here)
+                raise ValueError("not enough values to unpack (expected at least 1, got 0)")
             return tuple(convert(x) for x in p)
         if not isinstance(p, Node):
             return p

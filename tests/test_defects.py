@@ -513,3 +513,33 @@ def test_onednn_add_of_a_literal_fuses_correctly():
     assert len(out.graph.nodes) < n_before
     assert type(out.conv).__name__ == "ConvAdd2d"
     torch.testing.assert_close(out(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_sub_record_raises_the_reference_error():
+    """A sub-pattern whose head node the match already recorded leaves an empty
+    tuple in the matched node pattern; the reference's get_modules fails on it with
+    ValueError (found by tests/test_pbt_fuse.py), and so does pyfuse."""
+    from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig
+
+    class ConvTwice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return torch.add(y, y)
+
+    def config():
+        pattern = BackendPatternConfig()
+        pattern._set_pattern_complex_format((torch.add, nn.Conv2d, (nn.Conv2d,)))
+        pattern.set_fuser_method(lambda is_qat, *mods: nn.Identity())
+        pattern._set_root_node_getter(lambda node_pattern: node_pattern[1])
+        return BackendConfig("empty_sub").set_backend_pattern_config(pattern)
+
+    errors = []
+    for impl in (reference_fuse, pyfuse.fuse):
+        with pytest.raises(Exception) as info:  # noqa: PT011 - the type is compared below
+            impl(torch.fx.symbolic_trace(ConvTwice().eval()), False, None, config())
+        errors.append(info.value)
+    assert type(errors[1]) is type(errors[0]) is ValueError
