@@ -15,7 +15,6 @@ from ._fuse import (
     Skipped,
     _analyze,
     _call_fusers,
-    _check_edits,
     _configs,
     _Modules,
     _pattern_name,
@@ -75,9 +74,8 @@ def explain(
     gm = model if isinstance(model, GraphModule) else torch.fx.symbolic_trace(model)
     plan = _plan_for(backend_config)
     report = FuseReport()
-    flat, fusions = _analyze(gm, is_qat, plan, report)
-    _check_edits(fusions)
-    _call_fusers(fusions, is_qat)  # builds fused modules; installs nothing
+    flat, fusions, failure = _analyze(gm, is_qat, plan, report)
+    _call_fusers(fusions, is_qat, failure)  # builds fused modules; installs nothing
     _record(fusions, report)
     out = Explanation(report.fused, list(report.skipped))
 

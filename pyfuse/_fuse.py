@@ -258,6 +258,10 @@ class _Fusion:
     extra_inputs: list[Any]
     modules: Any  # the reference's get_modules(matched_node_pattern)
     fuser: Callable[..., Any]
+    # The root node getter returned a node the match does not claim (a MatchAllNode
+    # position): the reference keeps that node and calls the fused module again at
+    # the match's last node.
+    unclaimed_root: bool = False
     fused: torch.nn.Module | None = None
 
 
@@ -367,14 +371,16 @@ def _prepare(
         root_module = modules[str(root_node.target)]
     if not match.plain:
         mods = _matched_modules(match.node_pattern, modules, root_module)
-        return _Fusion(match, root_node, extra, mods, _fuser_for(plan, _matched_types(mods), is_qat))
+        found = _fuser_for(plan, _matched_types(mods), is_qat)
+        return _Fusion(match, root_node, extra, mods, found, root_node not in match.claimed)
     # A plain match's module types are the pattern's own: one fuser lookup per pattern.
     mods = _plain_modules(match, flat, modules, root_module)
     key = (match.pattern_index, is_qat)
     fuser = plan.plain_fusers.get(key)
     if fuser is None:
         fuser = plan.plain_fusers[key] = _fuser_for(plan, _matched_types(mods), is_qat)
-    return _Fusion(match, root_node, extra, mods, fuser)
+    unclaimed = getter is not None and root_node not in match.claimed
+    return _Fusion(match, root_node, extra, mods, fuser, unclaimed)
 
 
 def _conflicts(
@@ -386,13 +392,15 @@ def _conflicts(
     fusion is only safe when every other call of that module is the root of a
     fusion of the same shape (same pattern, same modules), or there is none.
     """
+    out = _unclaimed_root_conflicts(fusions)
     called = [m for m in flat.modules if m is not None]
     if (
         not flat.get_attrs
         and len({id(m) for m in called}) == len(called)
         and not any(m._modules for m in called)
     ):
-        return []  # every module is called once, none holds another, none is read
+        return out  # every module is called once, none holds another, none is read
+    flagged = {id(f) for f, _ in out}
     # Sites the fusions erase (claimed, not a root) no longer call their module.
     erased = {n for f in fusions for n in f.match.claimed if n is not f.root_node}
     calls: Counter[int] = Counter(
@@ -415,7 +423,6 @@ def _conflicts(
             prefix = ".".join(parts[:k])
             if prefix in paths:
                 attr_users[prefix] += 1
-    out: list[tuple[_Fusion, str]] = []
     for f in fusions:
         path = str(f.root_node.target)
         mod = modules[path]
@@ -436,8 +443,35 @@ def _conflicts(
                 if parent is not None and calls[id(parent)]:
                     reason = f"module {path!r} is inside module {outer!r}, which is called"
                     break
-        if reason:
+        if reason and id(f) not in flagged:
             out.append((f, reason))
+    return out
+
+
+def _unclaimed_root_conflicts(fusions: list[_Fusion]) -> list[tuple[_Fusion, str]]:
+    """Fusions whose root node is not claimed by their match and is used elsewhere.
+
+    Such a node stays in the graph and, like the reference, pyfuse calls the fused
+    module again at the match's last node; the node itself then calls the fused
+    module too. That is harmless only when nothing else reads its result and no
+    other match removes it.
+    """
+    unclaimed = [f for f in fusions if f.unclaimed_root]
+    if not unclaimed:
+        return []
+    claimed_anywhere = {n for f in fusions for n in f.match.claimed}
+    removed = _removed(fusions)
+    out = []
+    for f in unclaimed:
+        if _unavailable_input(f, removed) is not None:
+            continue  # the fusion fails its input check, as the reference does
+        root, inside = f.root_node, set(f.match.claimed)
+        what = f"the root node getter returned {root.name!r}, which the match does not claim"
+        if root in claimed_anywhere:
+            out.append((f, f"{what} and another match fuses"))
+        elif any(u not in inside for u in root.users):
+            user = next(u for u in root.users if u not in inside)
+            out.append((f, f"{what} and {user.name!r} also uses; fusing would change it"))
     return out
 
 
@@ -445,41 +479,53 @@ def _conflicts(
 # 4. Edit
 
 
-def _check_edits(fusions: list[_Fusion]) -> None:
-    """Every node we erase or move must be used only inside its own match.
+def _simple(f: _Fusion) -> bool:
+    """A plain match with the default root and no extra inputs, whose edit needs no
+    check: each claimed node but the last has one user, the node above it in the
+    match (the automaton's rule), and the root is the match's last leaf."""
+    return f.match.plain and f.root_node is f.match.claimed[-1] and not f.extra_inputs
 
-    Always true of a plain match with the default root and no extra inputs: each
-    claimed node but the last has one user, the node above it in the match (the
-    automaton's rule), and the root is the match's last leaf.
-    """
-    for f in fusions:
-        if f.match.plain and f.root_node is f.match.claimed[-1] and not f.extra_inputs:
+
+def _check_uses(f: _Fusion) -> None:
+    """Every node the fusion removes or moves must be used only inside its match."""
+    inside = set(f.match.claimed)
+    for n in f.match.claimed:
+        if n is f.match.last:
             continue
-        inside = set(f.match.claimed)
-        for n in f.match.claimed:
-            if n is f.match.last:
-                continue
-            outside = [u for u in n.users if u not in inside]
-            if outside:
-                raise FusionError(
-                    f"cannot fuse {_pattern_name(f.match.pattern)} at node "
-                    f"{f.match.last.name!r}: matched node {n.name!r} is also used by "
-                    f"{outside[0].name!r}, outside the match"
-                )
-        if f.root_node not in inside:
-            raise FusionError(
+        outside = [u for u in n.users if u not in inside]
+        if outside:
+            raise _ErasedInput(
                 f"cannot fuse {_pattern_name(f.match.pattern)} at node "
-                f"{f.match.last.name!r}: the root node getter returned "
-                f"{f.root_node.name!r}, which the match does not claim"
+                f"{f.match.last.name!r}: matched node {n.name!r} is also used by "
+                f"{outside[0].name!r}, outside the match"
             )
-        erased = inside - {f.root_node}
-        for a in [*f.root_node.args, *f.root_node.kwargs.values(), *f.extra_inputs]:
-            if isinstance(a, Node) and a in erased:
-                raise _ErasedInput(
-                    f"cannot fuse {_pattern_name(f.match.pattern)} at node "
-                    f"{f.match.last.name!r}: the fused node would use {a.name!r}, "
-                    "which the fusion removes"
-                )
+
+
+def _removed(fusions: list[_Fusion]) -> set[Node]:
+    """The nodes the fusions remove: claimed, and not a match's last node (a root
+    that is not last moves into its last node's place)."""
+    return {n for f in fusions for n in f.match.claimed if n is not f.match.last}
+
+
+def _unavailable_input(f: _Fusion, removed: set[Node]) -> Node | None:
+    """A node the fused node, put in the match's last node's place, would read but
+    that is not there: removed by a fusion, or not before it. The reference looks
+    each input up among the nodes it has copied so far."""
+    used: list[Node] = []
+    torch.fx.map_arg((f.root_node.args, f.root_node.kwargs, f.extra_inputs), used.append)
+    last = f.match.last
+    return next((a for a in used if a in removed or not a < last), None)
+
+
+def _check_inputs(f: _Fusion, removed: set[Node]) -> None:
+    a = _unavailable_input(f, removed)
+    if a is not None:
+        last = f.match.last
+        where = "which the fusion removes" if a in removed else f"which comes after {last.name!r}"
+        raise _ErasedInput(
+            f"cannot fuse {_pattern_name(f.match.pattern)} at node "
+            f"{last.name!r}: the fused node would use {a.name!r}, {where}"
+        )
 
 
 def _check_targets(model: GraphModule, flat: Flat) -> None:
@@ -499,7 +545,11 @@ def _check_targets(model: GraphModule, flat: Flat) -> None:
             obj = getattr(obj, atom)
 
 
-def _edit(graph: Graph, fusions: list[_Fusion]) -> None:
+def _edit(graph: Graph, fusions: list[_Fusion]) -> Graph:
+    """Apply `fusions` to `graph`: each root node takes its match's last node's
+    place and the rest of the match is erased. Returns the edited graph."""
+    if any(f.unclaimed_root for f in fusions):
+        return _rebuild(graph, fusions)
     # Extra inputs first, so redirecting other fusions' last nodes updates them.
     for f in fusions:
         if f.extra_inputs:
@@ -513,6 +563,29 @@ def _edit(graph: Graph, fusions: list[_Fusion]) -> None:
         for n in f.match.claimed:
             if n is not root:
                 graph.erase_node(n)
+    return graph
+
+
+def _rebuild(graph: Graph, fusions: list[_Fusion]) -> Graph:
+    """The edit as a new graph, copied node by node as the reference builds its
+    output. Needed when a root node is not claimed by its match: that node is
+    kept, and a copy of it (named as the reference names it) replaces the last
+    node. `graph` is not changed."""
+    at_last = {f.match.last: f for f in fusions}
+    claimed = {n for f in fusions for n in f.match.claimed}
+    new = Graph()
+    env: dict[Node, Node] = {}
+    load = env.__getitem__
+    for node in graph.nodes:
+        f = at_last.get(node)
+        if f is not None:
+            extra = [torch.fx.map_arg(a, load) for a in f.extra_inputs]
+            env[node] = copy = new.node_copy(f.root_node, load)
+            if extra:
+                copy.args = (*copy.args, *extra)
+        elif node not in claimed:
+            env[node] = new.node_copy(node, load)
+    return new
 
 
 # ---------------------------------------------------------------------------
@@ -611,8 +684,10 @@ def _build_output(
 
 def _analyze(
     model: GraphModule, is_qat: bool, plan: _Plan, report: FuseReport
-) -> tuple[Flat, list[_Fusion]]:
-    """Steps 2-3: the fusions to make, with skipped matches recorded in `report`.
+) -> tuple[Flat, list[_Fusion], Exception | None]:
+    """Steps 2-3: the fusions to make, in graph order, with skipped matches
+    recorded in `report`. If preparing a match raises, the fusions before it and
+    the exception: the reference calls their fusers before it meets the error.
     Mutates nothing."""
     flat = plan.compiled.flatten(model.graph, model)
     modules = _Modules(model)
@@ -625,12 +700,12 @@ def _analyze(
         for m in matches:
             try:
                 fusions.append(_prepare(plan, m, flat, modules, is_qat))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 (raised by _call_fusers, in the reference's order)
                 e.add_note(_while_fusing(m))
-                raise
+                return flat, fusions, e
         bad = _conflicts(fusions, flat, modules) if fusions else []
         if not bad:
-            return flat, fusions
+            return flat, fusions, None
         if index is None:
             index = {n: i for i, n in enumerate(flat.nodes)}
         for f, reason in bad:
@@ -645,17 +720,34 @@ def _analyze(
             )
 
 
-def _call_fusers(fusions: list[_Fusion], is_qat: bool) -> dict[str, torch.nn.Module]:
-    """Fused module per root module path; the last fusion at a path wins, as in
-    the reference. Mutates nothing the caller owns."""
+def _call_fusers(
+    fusions: list[_Fusion], is_qat: bool, failure: Exception | None = None
+) -> dict[str, torch.nn.Module]:
+    """Call each fusion's fuser method in graph order, checking its edit around
+    the call, so that the first error raised is the one the reference meets first;
+    then raise `failure` (from preparing the match after the last fusion), if any.
+
+    Returns the fused module per root module path; the last fusion at a path
+    wins, as in the reference. Mutates nothing the caller owns.
+    """
     replaced: dict[str, torch.nn.Module] = {}
+    removed: set[Node] | None = None
     if not is_qat:
         prefold(list(_conv_bn_pairs(fusions)))
     try:
         for f in fusions:
+            simple = _simple(f)
+            if not simple:
+                _check_uses(f)
             replaced[str(f.root_node.target)] = f.fused = _call_one(f, is_qat)
+            if not simple:
+                if removed is None:
+                    removed = _removed(fusions)
+                _check_inputs(f, removed)
     finally:
         clear_prefolded()
+    if failure is not None:
+        raise failure
     return replaced
 
 
@@ -788,15 +880,14 @@ def _fuse(
 ) -> Any:
     plan = _plan_for(backend_config)
     report = FuseReport()
-    flat, fusions = _analyze(model, is_qat, plan, report)
-    _check_edits(fusions)
-    replaced = _call_fusers(fusions, is_qat)
+    flat, fusions, failure = _analyze(model, is_qat, plan, report)
+    replaced = _call_fusers(fusions, is_qat, failure)
     if return_report:
         _record(fusions, report)
     _check_targets(model, flat)
     # Nothing above mutated the model; from here on nothing can fail on user input.
-    _edit(model.graph, fusions)
-    out = _build_output(model, model.graph, replaced, lazy)
+    graph = _edit(model.graph, fusions)
+    out = _build_output(model, graph, replaced, lazy)
     return (out, report) if return_report else out
 
 

@@ -543,3 +543,63 @@ def test_empty_sub_record_raises_the_reference_error():
             impl(torch.fx.symbolic_trace(ConvTwice().eval()), False, None, config())
         errors.append(info.value)
     assert type(errors[1]) is type(errors[0]) is ValueError
+
+
+# --------------------------------------------------------------------------------------
+# a root node its match does not claim (found by tests/test_pbt_fuse.py)
+# --------------------------------------------------------------------------------------
+
+
+class ReluConvPlusRelu(nn.Module):
+    def __init__(self, reuse: bool):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.reuse = reuse
+
+    def forward(self, x):
+        y = self.relu(x)
+        z = self.conv(y)
+        return z + y if self.reuse else z
+
+
+def _unclaimed_root_config():
+    """(Conv2d, MatchAllNode) with the default root node getter: the root is the node
+    the MatchAllNode matched, which the match does not claim. The reference keeps that
+    node, installs the fused module at its path and calls it again at the conv."""
+    from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig
+    from torch.ao.quantization.utils import MatchAllNode
+
+    pattern = BackendPatternConfig()._set_pattern_complex_format((nn.Conv2d, MatchAllNode))
+    pattern.set_fuser_method(lambda is_qat, conv, relu: nn.Sequential(relu, conv))
+    return BackendConfig("unclaimed_root").set_backend_pattern_config(pattern)
+
+
+def test_unclaimed_root_fuses_exactly_like_the_reference():
+    # the kept relu node's result is used only by the conv: it is dead after the fusion
+    def make():
+        torch.manual_seed(0)
+        return ReluConvPlusRelu(reuse=False).eval()
+
+    x = (torch.randn(1, 2, 3, 3),)
+    ref, out = run_both(make, x, backend_config=_unclaimed_root_config())
+    assert_same_fusion(ref, out, x)
+    assert [n.target for n in out.graph.nodes if n.op == "call_module"] == ["relu", "relu"]
+
+
+def test_unclaimed_root_read_elsewhere_is_not_fused():
+    torch.manual_seed(0)
+    model = ReluConvPlusRelu(reuse=True).eval()
+    x = torch.randn(1, 2, 3, 3)
+    want = model(x)
+    ref = reference_fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False,
+                         backend_config=_unclaimed_root_config())
+    # the kept relu node now calls Sequential(relu, conv): `z + y` adds conv twice
+    assert not torch.allclose(ref(x), want)
+    gm = torch.fx.symbolic_trace(copy.deepcopy(model))
+    code = gm.code
+    out, report = pyfuse.fuse(gm, False, backend_config=_unclaimed_root_config(),
+                              return_report=True)
+    assert torch.equal(out(x), want) and out.code == code
+    assert [s.nodes for s in report.skipped] == [("conv",)]
+    assert "does not claim" in report.skipped[0].reason

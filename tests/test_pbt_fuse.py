@@ -40,12 +40,13 @@ copies:
    changes the math by design. Where the reference fails on its defect and pyfuse gets
    past it, pyfuse may fail on what comes next (e.g. a parametrized module), and where
    pyfuse skips an unsafe match it may match and fail on another.
-5. Divergences this fuzzer found have regression tests at the end of the file. Fixed:
+5. Divergences this fuzzer found have regression tests at the end of the file, all fixed:
    FusionError for the reference's KeyError (an erased input of the fused node), a
-   shared module whose other sites are all fused away, a fuser returning a non-Module.
-   Open, strict xfail, recognised and counted by the property so that the budgeted run
-   stays a gate for new ones: a root-node getter returning an unclaimed (MatchAllNode)
-   node; the error of a later match raised before the first one's.
+   shared module whose other sites are all fused away, a fuser returning a non-Module,
+   a sub-pattern reaching an already matched node (ValueError in the reference), a
+   root-node getter returning a node its match does not claim (a MatchAllNode
+   position), the error of a later match raised before the first one's. The property
+   excuses none of them: the budgeted run gates them all.
 
 Budget: ``PYFUSE_PBT_EXAMPLES`` (default 150), e.g.
 ``PYFUSE_PBT_EXAMPLES=20000 python -m pytest tests/test_pbt_fuse.py -p no:cacheprovider``.
@@ -1245,19 +1246,13 @@ class Triggers:
     matches, independently of pyfuse)."""
 
     def __init__(self):
-        self.shared = []  # module paths: several call sites that do not all fuse the same way
-        # module paths called at several sites where every site but the fused one is
-        # erased by some match: the reference is right, pyfuse declines to fuse (see
-        # test_regression_shared_module_other_sites_fused_away)
-        self.shared_erased = []
+        # module paths: several call sites that do not all fuse the same way, or a
+        # root node its match does not claim whose own call site stays in use
+        self.shared = []
         self.get_attr = []  # get_attr targets under a replaced module
         self.convt_groups_bn = False
         self.linear_bn_no_affine = False
         self.literal = False  # a pattern position reached a literal (reference crash)
-        # a root-node getter returned a node its match does not claim (a MatchAllNode
-        # position): pyfuse raises FusionError, the reference fuses (see
-        # test_regression_root_node_not_claimed_by_match)
-        self.root_unclaimed = []
 
     def silent(self):
         """Defects where the reference returns a model that computes something else."""
@@ -1309,7 +1304,14 @@ def _triggers(gm, backend_config, ref_matches, ref_match_exc, is_qat):
         if not isinstance(root, Node) or root.op != "call_module":
             continue
         if root not in claimed:
-            t.root_unclaimed.append(root.name)
+            # the reference keeps the node (now calling the fused module) and calls
+            # the fused module again at `last`: wrong if anything else reads the node
+            # or another match removes it
+            inside = set(claimed)
+            if any(u not in inside for u in root.users) or any(
+                root in c for c in claims.values()
+            ):
+                t.shared.append(f"{root.target} (unclaimed root {root.name})")
         mod = modules.get(root.target)
         root_paths.add(root.target)
         root_nodes.add(root)
@@ -1343,8 +1345,6 @@ def _triggers(gm, backend_config, ref_matches, ref_match_exc, is_qat):
         ]
         if surviving or len({s for _, s in rs}) > 1:
             t.shared.append(rs[0][0])
-        elif sites[mid] != len(rs):
-            t.shared_erased.append(rs[0][0])
     # A replaced module inside a module that is called: the container's result changes.
     called = {
         id(modules.get(n.target)): modules.get(n.target)
@@ -1390,9 +1390,8 @@ def _reference_errors(gm, backend_config, ref_matches, is_qat):
 
     for node in gm.graph.nodes:
         entry = ref_matches.get(node.name)
-        if (
-            entry is None
-        ):  # copied: its arguments must have been copied (or fused) before
+        # not matched: copied, its arguments must have been copied (or fused) before
+        if entry is None:
             try:
                 load(node.args)
                 load(node.kwargs)
@@ -1414,7 +1413,10 @@ def _reference_errors(gm, backend_config, ref_matches, is_qat):
 
             def get_modules(p, root_module=root_module):
                 if isinstance(p, (tuple, list)):
-                    return tuple(get_modules(x) for x in p)
+                    # ValueError on () (a sub-pattern whose node was reached before),
+                    # as in the reference
+                    n, *args = p
+                    return (get_modules(n), *(get_modules(a) for a in args))
                 if p.op == "call_module":
                     return named_modules[p.target]
                 if p.op == "call_function" and p.target is F.relu:
@@ -1526,15 +1528,11 @@ def check_case(case):
 def _pyfuse_raised(case, gm, trig, ref_matches, ref_exc, exc):
     if ref_exc is not None and type(exc) is type(ref_exc):
         return f"both raised {type(ref_exc).__name__}"
-    if trig.root_unclaimed and "which the match does not claim" in str(exc):
-        return "known divergence: root node not claimed by its match (xfail regression test)"
     if trig.silent():
         # pyfuse skipped the unsafe match (documented) and matched again: the match that
         # took its place may fail; and the reference, fusing the unsafe match, may have
         # failed on it, or not at all
         return f"defect: unsafe match skipped, pyfuse raised {type(exc).__name__}"
-    if trig.shared_erased:
-        return "known divergence: shared module's other sites fused away, pyfuse raised (xfail regression test)"
     if ref_exc is None:
         raise AssertionError(
             f"pyfuse raised {type(exc).__name__}({exc}); the reference returned"
@@ -1543,32 +1541,20 @@ def _pyfuse_raised(case, gm, trig, ref_matches, ref_exc, exc):
         # the reference failed on its defect; pyfuse, past it, on what a fixed reference
         # would meet next (e.g. a parametrized module's weight)
         return f"defect: reference raised {type(ref_exc).__name__}, pyfuse {type(exc).__name__}"
+    errors = []  # every error the reference meets, in its order (diagnostics)
     if ref_matches is not None:
         errors = _reference_errors(gm, case.backend_factory(), ref_matches, case.is_qat)
         assert errors and type(errors[0]) is type(ref_exc), (
             f"test oracle out of step with the reference: re-enacted errors {errors!r}, "
             f"reference raised {ref_exc!r}"
         )
-        if "which the fusion removes" in str(exc) and any(
-            isinstance(e, KeyError) for e in errors
-        ):
-            # a root-node getter whose node uses a node the fusion erases: the reference
-            # fails looking it up (KeyError), pyfuse checks it first (FusionError)
-            return "known divergence: FusionError for the reference's KeyError (xfail regression test)"
-        if any(type(e) is type(exc) for e in errors[1:]):
-            # pyfuse checks every match before calling any fuser; the reference fails at
-            # the first bad match in graph order
-            return "known divergence: pyfuse raises a later match's error (xfail regression test)"
     raise AssertionError(
         f"reference raised {type(ref_exc).__name__}({ref_exc}) but pyfuse raised "
-        f"{type(exc).__name__}({exc})"
+        f"{type(exc).__name__}({exc}); the reference's errors in order: {errors!r}"
     ) from exc
 
 
 def _only_reference_raised(case, trig, ref_exc, out):
-    if trig.shared_erased and not trig.any():
-        _assert_computes_model(case, out, "shared module, other sites fused away")
-        return "known divergence: shared module's other sites fused away, reference raised (xfail regression test)"
     assert trig.any(), (
         f"reference raised {type(ref_exc).__name__}({ref_exc}) but pyfuse returned normally, "
         "and the model hits no documented reference defect"
@@ -1588,13 +1574,6 @@ def _both_returned(case, gm, trig, ref_out, out):
                 + ", pyfuse correct"
             )
         return "defect: silent (not checked numerically)"
-    if trig.shared_erased:
-        _assert_computes_model(case, out, "shared module, other sites fused away")
-        if case.semantic:
-            assert _safe_equivalent(case, ref_out), (
-                "the reference was expected to be right here"
-            )
-        return "known divergence: shared module's other sites fused away (xfail regression test)"
     if trig.convt_groups_bn and _ref_forward_raises(ref_out, case.inputs):
         _assert_computes_model(case, out, "grouped ConvTranspose + BN")
         return "defect: reference's module broken (grouped ConvTranspose+BN), pyfuse correct"
@@ -1651,6 +1630,8 @@ def _write_stats():
 def test_fused_output_matches_reference(case):
     label = check_case(case)
     STATS["examples"] += 1
+    if _STATS_PATH and STATS["examples"] % 500 == 0:  # progress of a long run
+        Path(_STATS_PATH).write_text(json.dumps(dict(STATS), indent=1, sort_keys=True))
     STATS[label] += 1
     STATS[f"backend {case.backend}"] += 1
     STATS[f"mode {case.mode}"] += 1
@@ -1785,8 +1766,8 @@ def test_oracle_full_contract_on_a_plain_model():
 
 
 # --------------------------------------------------------------------------------------
-# divergences found by this fuzzer (minimal reproductions). Each test states the
-# contract; strict xfail until pyfuse (or the README's "Differences" table) changes.
+# divergences this fuzzer found, now fixed (minimal reproductions). Each test states
+# the contract.
 
 
 class _ReluConv(nn.Module):
@@ -1816,12 +1797,6 @@ def _matchall_root_backend():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse raises FusionError ('the root node getter returned relu, which the match "
-    "does not claim') where the reference fuses: with the default root-node getter, a "
-    "pattern whose innermost entry is MatchAllNode has the MatchAllNode's node as root",
-)
 def test_regression_root_node_not_claimed_by_match():
     # graph: x -> relu (call_module) -> conv; pattern (Conv2d, MatchAllNode) matches conv,
     # default root node = relu (matched by MatchAllNode, not claimed). The reference puts
@@ -1877,13 +1852,6 @@ def _two_bad_matches_backend():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfuse looks up every match's fuser method (and checks every edit) before "
-    "calling any fuser, so with two failing matches it raises the later one's "
-    "AssertionError; the reference fails at the first match in graph order "
-    "(NotImplementedError from its fuser)",
-)
 def test_regression_first_failing_match_in_graph_order():
     with pytest.raises(NotImplementedError):
         reference_fuse(
@@ -1983,3 +1951,33 @@ def test_regression_fuser_returns_non_module():
         reference_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
     with pytest.raises(TypeError):
         pyfuse_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
+
+
+class _ReluConvTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        c = self.conv(self.relu(x))
+        return torch.add(c, c)
+
+
+def _conv_of_first_branch(node_pattern):
+    """Root node getter: [add, (conv, relu), ()] -> conv."""
+    return node_pattern[1][0]
+
+
+def _twice_backend():
+    sub = (nn.Conv2d, nn.ReLU)
+    c = BackendPatternConfig()._set_pattern_complex_format((torch.add, sub, sub))
+    c.set_fuser_method(_refusing_fuser)._set_root_node_getter(_conv_of_first_branch)
+    return BackendConfig("pbt").set_backend_pattern_config(c)
+
+
+def test_regression_subpattern_reaching_a_matched_node():
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        reference_fuse(trace(_ReluConvTwice().eval()), False, None, _twice_backend())
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        pyfuse_fuse(trace(_ReluConvTwice().eval()), False, None, _twice_backend())

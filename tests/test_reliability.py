@@ -486,6 +486,20 @@ def _nodes_in(node_pattern) -> list[torch.fx.Node]:
     return [node_pattern] if isinstance(node_pattern, torch.fx.Node) else []
 
 
+def _module_node_after(last: torch.fx.Node) -> torch.fx.Node | None:
+    """The first call_module node computed from `last`: a root node the fused node,
+    put in `last`'s place, cannot be (it would read `last` or a node after it). The
+    reference fails looking that node up (KeyError); pyfuse checks it first."""
+    reached = {last}
+    for n in last.graph.nodes:
+        if n in reached or not any(a in reached for a in n.all_input_nodes):
+            continue
+        if n.op == "call_module":
+            return n
+        reached.add(n)
+    return None
+
+
 def _matched_modules(pattern, mods) -> list[nn.Module]:
     """The modules a fuser method got for ``pattern`` (same nesting), except those at
     MatchAllNode positions, which are not part of the match."""
@@ -507,7 +521,8 @@ class Trap:
     - ``raise``: the fuser method raises Boom
     - ``root_raise`` / ``extra_raise``: the root-node / extra-inputs getter raises Boom
     - ``return_int``: the fuser method returns 42
-    - ``root_outside``: the root-node getter returns a call_module node outside the match
+    - ``root_outside``: the root-node getter returns a call_module node computed from
+      the match's last node
     """
 
     def __init__(self, kind: str = "", at: int = 0):
@@ -535,13 +550,7 @@ class Trap:
                 if self.kind == "root_raise":
                     raise Boom(f"root getter call {self.at}")
                 if self.kind == "root_outside":
-                    inside = set(_nodes_in(node_pattern))
-                    graph = _nodes_in(node_pattern)[0].graph
-                    return next(
-                        n
-                        for n in graph.nodes
-                        if n.op == "call_module" and n not in inside
-                    )
+                    return _module_node_after(_nodes_in(node_pattern)[0])
             return orig(node_pattern)
 
         return root_node_getter
@@ -648,7 +657,16 @@ def test_getter_or_check_failing_leaves_the_model_unchanged(name, backend, kind)
         "return_int": counted.fuser_calls,
     }[kind]
     assert len(calls) >= 4
-    for k in _which(len(calls)):
+    ks = _which(len(calls))
+    if kind == "root_outside":  # matches with a call_module node computed from them
+        nodes = {n.name: n for n in _traced(name).graph.nodes}  # (`calls`' graph is fused)
+        eligible = [
+            k for k, c in enumerate(calls, 1)
+            if _module_node_after(nodes[_nodes_in(c)[0].name])
+        ]
+        assert len(eligible) >= 3
+        ks = [eligible[i - 1] for i in _which(len(eligible))]
+    for k in ks:
         gm = _traced(name)
         before = _snapshot(gm)
         trap = Trap(kind, k)
@@ -658,14 +676,21 @@ def test_getter_or_check_failing_leaves_the_model_unchanged(name, backend, kind)
 
 
 def test_check_failure_names_the_match():
-    """A root-node getter returning a node outside its match fails pyfuse's edit check
-    before anything is edited; the message names the pattern and the match's node."""
+    """A root-node getter returning a node the fused node cannot be fails pyfuse's edit
+    check before anything is edited, with the reference's exception type (KeyError);
+    the message names the pattern and the match's node."""
     counted = _count_calls("resnet18", "native", "eval")
     k = (len(counted.root_calls) + 1) // 2
+    with pytest.raises(KeyError):
+        reference_fuse(
+            _traced("resnet18"), False, None,
+            Trap("root_outside", k).config(get_native_backend_config()),
+        )
     gm = _traced("resnet18")
     trap = Trap("root_outside", k)
     with pytest.raises(FusionError) as info:
         pyfuse.fuse(gm, False, None, trap.config(get_native_backend_config()))
+    assert isinstance(info.value, KeyError)
     nodes = _nodes_in(trap.root_calls[k - 1])
     msg = _message(info.value)
     assert repr(nodes[0].name) in msg, msg  # the match's last node
