@@ -696,13 +696,22 @@ def _analyze(
     while True:
         matches = match_graph(plan.compiled, flat, exclude)
         matches.reverse()  # graph order of the last nodes, as the reference fuses
-        fusions = []
+        fusions: list[_Fusion] = []
+        dangling = _first_dangling_use(matches)
         for m in matches:
+            if dangling is not None and dangling.user < m.last:
+                return flat, fusions, dangling.error()
+            if not m.plain and m.last not in m.claimed:
+                # The pattern's last position is MatchAllNode: the reference never
+                # fuses such a match (what it claims is dropped: `dangling`).
+                continue
             try:
                 fusions.append(_prepare(plan, m, flat, modules, is_qat))
             except Exception as e:  # noqa: BLE001 (raised by _call_fusers, in the reference's order)
                 e.add_note(_while_fusing(m))
                 return flat, fusions, e
+        if dangling is not None:
+            return flat, fusions, dangling.error()
         bad = _conflicts(fusions, flat, modules) if fusions else []
         if not bad:
             return flat, fusions, None
@@ -718,6 +727,44 @@ def _analyze(
             log.warning(
                 "pyfuse: not fusing %s at %s: %s", skipped.pattern, skipped.nodes, reason
             )
+
+
+@dataclass(slots=True)
+class _Dangling:
+    """A node left in the graph that reads a node a match removes."""
+
+    user: Node
+    node: Node
+    match: Match
+
+    def error(self) -> _ErasedInput:
+        return _ErasedInput(
+            f"cannot fuse {_pattern_name(self.match.pattern)} at node "
+            f"{self.match.last.name!r}: it removes {self.node.name!r}, which "
+            f"{self.user.name!r} also uses"
+        )
+
+
+def _first_dangling_use(matches: list[Match]) -> _Dangling | None:
+    """The first node, in graph order, that stays in the graph but reads a node a
+    match removes. The reference copies the graph in order and fails there
+    (KeyError). Only a match that is not plain can claim a node used elsewhere:
+    a getattr pattern's arguments are claimed unchecked, and a match whose last
+    position is MatchAllNode removes what it claims without replacing its last node.
+    """
+    odd = [m for m in matches if not m.plain]
+    if not odd:
+        return None
+    claimed = {n for m in matches for n in m.claimed}
+    first: _Dangling | None = None
+    for m in odd:
+        for n in m.claimed:
+            if n is m.last:
+                continue
+            for u in n.users:
+                if u not in claimed and (first is None or u < first.user):
+                    first = _Dangling(u, n, m)
+    return first
 
 
 def _call_fusers(

@@ -7,7 +7,7 @@ methods expect.
 
 Most matches are *plain*: every position of the pattern claimed a node of its
 own (no literal, no node claimed by an earlier match, no node reached twice,
-no MatchAllNode). Their record only depends on the pattern, so it is built by a
+no MatchAllNode, no getattr entry with arguments). Their record only depends on the pattern, so it is built by a
 function compiled once per pattern from the claimed nodes. The others replay
 the reference's walk (O(pattern size), with every match's claims known).
 """
@@ -31,7 +31,8 @@ Builder = Callable[[Sequence[Any]], tuple[list[Any], tuple[list[Any], ...]]]
 
 @functools.cache
 def plain_shape(pattern: Any) -> tuple[int, Builder] | None:
-    """(number of positions, builder) for a pattern without MatchAllNode, or None.
+    """(number of positions, builder) for a pattern without MatchAllNode or a
+    getattr entry with arguments, or None.
 
     ``builder(values)`` nests `values` (one per position, in walk order: head, then
     arguments depth first) as the reference's walk nests the nodes of a plain
@@ -46,7 +47,9 @@ def plain_shape(pattern: Any) -> tuple[int, Builder] | None:
     def emit(pat: Any) -> str:
         name = f"l{len(lines)}"
         head = pat[0] if isinstance(pat, tuple) else pat
-        if head is match_all:
+        if head is match_all or (head is getattr and len(pat) > 1):
+            # (the reference claims a getattr pattern's arguments without checking
+            # them or their users: such a match is checked like any other)
             raise LookupError
         lines.append(f"{name} = [v[{len(owners)}]]")
         owners.append(name)

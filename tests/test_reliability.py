@@ -699,6 +699,67 @@ def test_check_failure_names_the_match():
             assert type(gm.get_submodule(n.target)).__name__ in msg, msg
 
 
+class _ReluUsedTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.lin = nn.Linear(1, 1)
+
+    def forward(self, x):
+        r = self.relu(x)
+        return self.lin(r), r.shape
+
+
+def _claiming_config(*patterns) -> BackendConfig:
+    config = BackendConfig("claims")
+    for pattern in patterns:
+        p = BackendPatternConfig()._set_pattern_complex_format(pattern)
+        p.set_fuser_method(
+            lambda _is_qat, *mods: nn.Sequential(*[m for m in mods if isinstance(m, nn.Module)])
+        )
+        config.set_backend_pattern_config(p)
+    return config
+
+
+class _ReluTanh(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return torch.tanh(self.relu(x))
+
+
+@pytest.mark.parametrize(
+    ("model", "patterns", "removed", "user"),
+    [
+        # the reference claims a getattr pattern's arguments unchecked: 'relu', which
+        # 'lin' also reads (bug G: pyfuse erased it anyway, leaving 'lin' reading an
+        # undefined name); the second pattern provides a fuser for (getattr, ReLU)
+        (_ReluUsedTwice, [(getattr, "shape"), (getattr, nn.ReLU)], "relu", "lin"),
+        # a pattern whose last position is MatchAllNode matches at every node and is
+        # never fused, yet what it claims (unchecked: 'x' as ReLU) is dropped
+        (_ReluTanh, [(MatchAllNode, nn.ReLU)], "x", "relu"),
+    ],
+    ids=["getattr_arguments", "match_all_node_last"],
+)
+def test_match_removing_a_node_used_elsewhere(model, patterns, removed, user):
+    """Both raise KeyError (the reference copying a node whose input it dropped);
+    pyfuse's names the pattern and both nodes, and the model is unchanged."""
+    with pytest.raises(KeyError):
+        reference_fuse(
+            torch.fx.symbolic_trace(model()), False, None, _claiming_config(*patterns)
+        )
+    gm = torch.fx.symbolic_trace(model())
+    before = _snapshot(gm)
+    with pytest.raises(FusionError) as info:
+        pyfuse.fuse(gm, False, None, _claiming_config(*patterns))
+    assert isinstance(info.value, KeyError)
+    msg = _message(info.value)
+    assert f"removes {removed!r}, which {user!r} also uses" in msg, msg
+    _assert_unchanged(before, gm)
+
+
 @pytest.mark.parametrize("kind", ["root_raise", "extra_raise"])
 def test_getter_failure_names_the_match(kind):
     counted = _count_calls("resnet18", "native", "eval")
