@@ -10,6 +10,11 @@
    raises RuntimeError); pyfuse must fold the BN correctly.
 3. ``Linear`` + ``BatchNorm1d(affine=False)`` in eval: the reference raises TypeError;
    pyfuse must fold the BN correctly.
+4. A root node getter returning a node its match does not claim (a MatchAllNode
+   position): the reference keeps that node, which now calls the fused module, and
+   calls the fused module again in the match's place. Where nothing else reads the
+   node's result pyfuse must fuse exactly like it; where something does, the reference
+   changes what it reads, and pyfuse must leave the match unfused.
 """
 
 from __future__ import annotations
