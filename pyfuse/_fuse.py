@@ -486,19 +486,13 @@ def _simple(f: _Fusion) -> bool:
     return f.match.plain and f.root_node is f.match.claimed[-1] and not f.extra_inputs
 
 
-def _check_uses(f: _Fusion) -> None:
-    """Every node the fusion removes or moves must be used only inside its match."""
+def _read_outside(f: _Fusion) -> bool:
+    """Whether a node the fusion removes or moves is read outside its match (by
+    a node another match removes: `_first_dangling_use` rejects the others)."""
     inside = set(f.match.claimed)
-    for n in f.match.claimed:
-        if n is f.match.last:
-            continue
-        outside = [u for u in n.users if u not in inside]
-        if outside:
-            raise _ErasedInput(
-                f"cannot fuse {_pattern_name(f.match.pattern)} at node "
-                f"{f.match.last.name!r}: matched node {n.name!r} is also used by "
-                f"{outside[0].name!r}, outside the match"
-            )
+    return any(
+        u not in inside for n in f.match.claimed if n is not f.match.last for u in n.users
+    )
 
 
 def _removed(fusions: list[_Fusion]) -> set[Node]:
@@ -548,7 +542,7 @@ def _check_targets(model: GraphModule, flat: Flat) -> None:
 def _edit(graph: Graph, fusions: list[_Fusion]) -> Graph:
     """Apply `fusions` to `graph`: each root node takes its match's last node's
     place and the rest of the match is erased. Returns the edited graph."""
-    if any(f.unclaimed_root for f in fusions):
+    if any(f.unclaimed_root or (not _simple(f) and _read_outside(f)) for f in fusions):
         return _rebuild(graph, fusions)
     # Extra inputs first, so redirecting other fusions' last nodes updates them.
     for f in fusions:
@@ -568,9 +562,10 @@ def _edit(graph: Graph, fusions: list[_Fusion]) -> Graph:
 
 def _rebuild(graph: Graph, fusions: list[_Fusion]) -> Graph:
     """The edit as a new graph, copied node by node as the reference builds its
-    output. Needed when a root node is not claimed by its match: that node is
-    kept, and a copy of it (named as the reference names it) replaces the last
-    node. `graph` is not changed."""
+    output. Needed when a root node is not claimed by its match (that node is
+    kept, and a copy of it, named as the reference names it, replaces the last
+    node), or when a node one fusion removes is read by a node another removes
+    (erasing either first would fail). `graph` is not changed."""
     at_last = {f.match.last: f for f in fusions}
     claimed = {n for f in fusions for n in f.match.claimed}
     new = Graph()
@@ -686,8 +681,9 @@ def _analyze(
     model: GraphModule, is_qat: bool, plan: _Plan, report: FuseReport
 ) -> tuple[Flat, list[_Fusion], Exception | None]:
     """Steps 2-3: the fusions to make, in graph order, with skipped matches
-    recorded in `report`. If preparing a match raises, the fusions before it and
-    the exception: the reference calls their fusers before it meets the error.
+    recorded in `report`. If preparing a match raises, or a node that stays reads
+    a node a match removes, the fusions before that point in graph order and the
+    exception: the reference calls their fusers before it meets the error.
     Mutates nothing."""
     flat = plan.compiled.flatten(model.graph, model)
     modules = _Modules(model)
@@ -783,11 +779,8 @@ def _call_fusers(
         prefold(list(_conv_bn_pairs(fusions)))
     try:
         for f in fusions:
-            simple = _simple(f)
-            if not simple:
-                _check_uses(f)
             replaced[str(f.root_node.target)] = f.fused = _call_one(f, is_qat)
-            if not simple:
+            if not _simple(f):
                 if removed is None:
                     removed = _removed(fusions)
                 _check_inputs(f, removed)

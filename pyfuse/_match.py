@@ -7,8 +7,9 @@ methods expect.
 
 Most matches are *plain*: every position of the pattern claimed a node of its
 own (no literal, no node claimed by an earlier match, no node reached twice,
-no MatchAllNode, no getattr entry with arguments). Their record only depends on the pattern, so it is built by a
-function compiled once per pattern from the claimed nodes. The others replay
+no MatchAllNode, no getattr entry with arguments). Their record only depends on
+the pattern, so it is built by a function compiled once per pattern from the
+claimed nodes. The others replay
 the reference's walk (O(pattern size), with every match's claims known).
 """
 

@@ -55,7 +55,7 @@ from torch.nn.utils import parametrize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
 
-from contract import single_thread
+from contract import assert_same_fusion, run_both, single_thread
 from corpus import BACKENDS, MODELS_BY_NAME
 
 import pyfuse
@@ -758,6 +758,38 @@ def test_match_removing_a_node_used_elsewhere(model, patterns, removed, user):
     msg = _message(info.value)
     assert f"removes {removed!r}, which {user!r} also uses" in msg, msg
     _assert_unchanged(before, gm)
+
+
+class _ReluReadTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        r = self.relu(x)
+        return self.conv(x) + r, r.shape
+
+
+def test_node_removed_and_read_by_another_match_fuses_like_the_reference():
+    """'relu' is claimed (unchecked) by the (getattr, "shape") match and read by 'add',
+    which the (add, Conv2d, MatchAllNode) match removes: nothing that stays reads it,
+    so the reference returns a model, and pyfuse must return the same one (erasing
+    either node in place first would fail: pyfuse rebuilds the graph)."""
+    import operator
+
+    config = _claiming_config(
+        (getattr, "shape"), (getattr, nn.ReLU),
+        (operator.add, nn.Conv2d, MatchAllNode), (operator.add, nn.Conv2d),
+    )
+    x = (torch.randn(1, 2, 3, 3),)
+    def make():
+        torch.manual_seed(0)
+        return _ReluReadTwice().eval()
+
+    ref, out = run_both(make, x, backend_config=config)
+    assert_same_fusion(ref, out, x)
+    assert len(out.graph.nodes) == 4  # x, conv, relu, output
 
 
 @pytest.mark.parametrize("kind", ["root_raise", "extra_raise"])
