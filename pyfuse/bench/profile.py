@@ -1,0 +1,171 @@
+"""``pyfuse bench --profile``: where a fusion call's time goes, by cProfile.
+
+The call's profiled time is split into
+
+* **FX code generation**: ``Graph.python_code`` (the source text) and the
+  builtin ``compile`` of it, as ``GraphModule.recompile()`` does them;
+* **weight arithmetic**: BatchNorm folding (torch's ``fuse_conv_bn_weights`` /
+  ``fuse_linear_bn_weights`` and pyfuse's batched fold);
+* **the rest**: matching, checks, module creation, graph edits, collections:
+  the pass's own work, which is what can still be cut.
+
+cProfile slows Python-level code down more than native code, so the shares are
+indicative; the unprofiled wall time of a call on the same input is shown beside.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import pstats
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .runner import Case, _fuse_fn
+
+__all__ = ["Split", "format_splits", "profile_split"]
+
+#: (file suffix, function name) of FX code generation
+_CODEGEN = (
+    ("torch/fx/graph.py", "python_code"),
+    ("~", "<built-in method builtins.compile>"),
+)
+#: function names of the weight folding (torch's and pyfuse's)
+_FOLD_TORCH = ("fuse_conv_bn_weights", "fuse_linear_bn_weights")
+_FOLD_OURS = ("prefold", "_fold")
+
+
+@dataclass
+class Split:
+    """One profiled call."""
+
+    label: str
+    side: str
+    wall: float
+    profiled: float
+    codegen: float
+    fold: float
+    top_rest: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def rest(self) -> float:
+        return max(0.0, self.profiled - self.codegen - self.fold)
+
+
+def _is_codegen(key: tuple[str, int, str]) -> bool:
+    file, _, name = key
+    return any(file.endswith(f) and name == n for f, n in _CODEGEN)
+
+
+def _is_fold(key: tuple[str, int, str]) -> bool:
+    file, _, name = key
+    if name in _FOLD_TORCH:
+        return file.endswith("torch/nn/utils/fusion.py")
+    return name in _FOLD_OURS and "pyfuse" in file
+
+
+def profile_split(case: Case, side: str = "pyfuse", top: int = 8) -> Split:
+    """Profile one ``side`` call on a fresh input of ``case``; time another
+    unprofiled one on another fresh input."""
+    fn = _fuse_fn(side)
+    fn(case.build().gm, case.qat, None, case.build().backend_config)  # warm up
+    built = case.build()
+    gc.collect()
+    t0 = time.perf_counter()
+    fn(built.gm, case.qat, None, built.backend_config)
+    wall = time.perf_counter() - t0
+    del built
+    built = case.build()
+    gc.collect()
+    prof = cProfile.Profile()
+    prof.enable()
+    fn(built.gm, case.qat, None, built.backend_config)
+    prof.disable()
+    st = pstats.Stats(prof)
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    raw = st.stats  # type: ignore[attr-defined]
+    total = float(st.total_tt)  # type: ignore[attr-defined]
+    codegen = sum(v[3] for k, v in raw.items() if _is_codegen(k))
+    fold = sum(v[3] for k, v in raw.items() if _is_fold(k))
+    # the largest own times outside codegen and folding (their callees excluded)
+    inside = _callees_of(raw, lambda k: _is_codegen(k) or _is_fold(k))
+    rest = sorted(
+        (
+            (f"{k[2]} ({_short(k[0])}:{k[1]})", v[2])
+            for k, v in raw.items()
+            if k not in inside
+        ),
+        key=lambda kv: -kv[1],
+    )[:top]
+    return Split(case.label, side, wall, total, codegen, fold, rest)
+
+
+def _callees_of(
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]],
+    pred: object,
+) -> set[tuple[str, int, str]]:
+    """Functions called (transitively) only under functions matching ``pred``."""
+    assert callable(pred)
+    roots = {k for k in raw if pred(k)}
+    inside = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for k, v in raw.items():
+            callers = v[4]
+            assert isinstance(callers, dict)
+            if k not in inside and callers and all(c in inside for c in callers):
+                inside.add(k)
+                changed = True
+    return inside
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "pyfuse/"):
+        i = path.rfind(marker)
+        if i >= 0:
+            return path[i + (len(marker) if marker == "site-packages/" else 0) :]
+    return path
+
+
+def _pct(x: float, total: float) -> str:
+    return f"{x:.4f} s ({100 * x / total:.0f}%)" if total > 0 else f"{x:.4f} s"
+
+
+def format_splits(splits: Sequence[Split]) -> str:
+    """Markdown table of the splits, then each call's largest own times."""
+    from .results import markdown_table
+
+    rows = [
+        [
+            s.label,
+            s.side,
+            f"{s.wall:.4f}",
+            f"{s.profiled:.4f}",
+            _pct(s.codegen, s.profiled),
+            _pct(s.fold, s.profiled),
+            _pct(s.rest, s.profiled),
+        ]
+        for s in splits
+    ]
+    parts = [
+        markdown_table(
+            [
+                "workload",
+                "side",
+                "wall s (unprofiled)",
+                "profiled s",
+                "FX codegen",
+                "weight fold",
+                "rest",
+            ],
+            rows,
+        )
+    ]
+    for s in splits:
+        lines = [f"  {t:.4f} s  {name}" for name, t in s.top_rest]
+        parts.append(
+            f"{s.label} {s.side}, largest own times in the rest:\n" + "\n".join(lines)
+        )
+    return "\n\n".join(parts)

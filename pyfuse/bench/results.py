@@ -1,0 +1,243 @@
+"""Tables of ``pyfuse bench``: one per condition, mode and workload group.
+
+Every table carries its condition (fresh process per call, or one process with a
+large live heap), the load average at its start and end (``BUSY`` when the
+machine was not quiet), and per workload: wall and CPU time medians per side,
+pyfuse's speedups, the two floors and pyfuse's ratio to their sum, peak memory
+per side (fresh condition), and whether every output equalled the reference's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .load import Load
+from .runner import Samples, mib
+
+__all__ = ["Table", "format_table", "markdown_table"]
+
+CONDITIONS = {
+    "fresh": "a fresh process per side and call (model built/traced, then fused once: "
+    "the call pays the process's first-use costs)",
+    "fresh-warm": "a fresh process per side and call (model built/traced; one untimed "
+    "fusion of a one-block workload first, then the timed call)",
+    "heap": "one process with {copies} more copies of the model alive (a large live heap)",
+}
+
+
+@dataclass
+class Table:
+    """One measured table."""
+
+    title: str
+    condition: str
+    mode: str
+    rows: list[Samples]
+    load: Load | None
+    repeats: int
+    command: str = ""
+    copies: int = 2
+    #: fresh condition: each process warmed up before its timed call
+    warm: bool = False
+    #: add a row summing the medians (real-width models)
+    total: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(not r.errors for r in self.rows)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    if x >= 0.01:
+        return f"{x:.3f}"
+    if x == 0:
+        return "0"
+    return f"{x:.2e}"
+
+
+def fmt_x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_mib(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table, first column left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    sep = (
+        "|"
+        + "|".join(
+            ":" + "-" * (w + 1) if i == 0 else "-" * (w + 1) + ":"
+            for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+@dataclass
+class _Medians:
+    ref: float | None
+    ref_cpu: float | None
+    py: float | None
+    py_cpu: float | None
+    lazy: float | None
+    codegen: float | None
+    fold: float | None
+    mem_ref: float | None
+    mem_py: float | None
+    mem_lazy: float | None
+    model: float | None
+
+    @classmethod
+    def of(cls, s: Samples) -> _Medians:
+        floors = "floors" if "floors" in s.by_side else "pyfuse"
+        return cls(
+            s.median("ref", "wall"),
+            s.median("ref", "cpu"),
+            s.median("pyfuse", "wall"),
+            s.median("pyfuse", "cpu"),
+            s.median("lazy", "wall"),
+            s.median(floors, "codegen_floor"),
+            s.median(floors, "fold_floor"),
+            mib(s.median("ref", "peak_bytes")),
+            mib(s.median("pyfuse", "peak_bytes")),
+            mib(s.median("lazy", "peak_bytes")),
+            mib(s.median("pyfuse", "model_bytes") or s.median("ref", "model_bytes")),
+        )
+
+
+def _sum(xs: Sequence[float | None]) -> float | None:
+    return None if any(x is None for x in xs) else sum(x for x in xs if x is not None)
+
+
+def _cells(
+    label: str, nodes: str, fusions: str, m: _Medians, memory: bool, check: str
+) -> list[str]:
+    floor = _sum([m.codegen, m.fold])
+    cells = [
+        label,
+        nodes,
+        fusions,
+        fmt_s(m.ref),
+        fmt_s(m.ref_cpu),
+        fmt_s(m.py),
+        fmt_s(m.py_cpu),
+        fmt_x(_ratio(m.ref, m.py)),
+        fmt_s(m.lazy),
+        fmt_x(_ratio(m.ref, m.lazy)),
+        fmt_s(m.codegen),
+        fmt_s(m.fold),
+        fmt_x(_ratio(m.py, floor)),
+    ]
+    if memory:
+        cells += [
+            fmt_mib(m.model),
+            fmt_mib(m.mem_ref),
+            fmt_mib(m.mem_py),
+            fmt_mib(m.mem_lazy),
+        ]
+    return [*cells, check]
+
+
+HEADERS = [
+    "workload",
+    "nodes",
+    "fusions",
+    "ref wall s",
+    "ref cpu s",
+    "pyfuse wall s",
+    "pyfuse cpu s",
+    "speedup",
+    "lazy wall s",
+    "lazy speedup",
+    "codegen floor s",
+    "fold floor s",
+    "pyfuse/floors",
+]
+MEMORY_HEADERS = ["model MiB", "ref +MiB", "pyfuse +MiB", "lazy +MiB"]
+
+
+def format_table(t: Table) -> str:
+    """The table as Markdown, with its heading, condition, load and problems."""
+    memory = t.condition == "fresh"
+    rows = []
+    meds = [_Medians.of(r) for r in t.rows]
+    for r, m in zip(t.rows, meds, strict=True):
+        rows.append(
+            _cells(
+                r.case.label,
+                f"{r.nodes:,}",
+                "-" if r.fusions is None else f"{r.fusions:,}",
+                m,
+                memory,
+                "OK" if not r.errors else "FAIL",
+            )
+        )
+    if t.total and len(t.rows) > 1:
+        fields = _Medians.__dataclass_fields__
+        summed = _Medians(**{k: _sum([getattr(m, k) for m in meds]) for k in fields})
+        rows.append(
+            _cells(
+                "**sum**",
+                f"{sum(r.nodes for r in t.rows):,}",
+                "-"
+                if any(r.fusions is None for r in t.rows)
+                else f"{sum(r.fusions or 0 for r in t.rows):,}",
+                summed,
+                memory,
+                "OK" if t.ok else "FAIL",
+            )
+        )
+    key = "fresh-warm" if t.condition == "fresh" and t.warm else t.condition
+    cond = CONDITIONS[key].format(copies=t.copies)
+    busy = t.load is not None and t.load.busy
+    head = [f"### {t.title}{' (BUSY)' if busy else ''}", ""]
+    if t.command:
+        head += [f"`{t.command}`", ""]
+    head.append(
+        f"Condition: {cond}; {t.mode}; median of {t.repeats} interleaved calls per side"
+        + (" (fewer than 5: a smoke run, not a result)" if t.repeats < 5 else "")
+        + "."
+    )
+    if t.load is not None:
+        head.append(f"Load: {t.load.describe()}.")
+    head.append("")
+    parts = [
+        "\n".join(head),
+        markdown_table([*HEADERS, *(MEMORY_HEADERS if memory else []), "check"], rows),
+    ]
+    notes = sorted({n for r in t.rows for n in r.notes} | set(t.notes))
+    if notes:
+        parts.append("Notes: " + "; ".join(notes))
+    errors = [f"- {r.case.label}: {e}" for r in t.rows for e in r.errors]
+    if errors:
+        parts.append("**WRONG RESULTS / FAILURES:**\n" + "\n".join(errors))
+    return "\n\n".join(parts)
