@@ -206,7 +206,7 @@ def test_profile_split(tmp_path: Path) -> None:
     header, *rows = _table_rows("### x\n" + out.read_text(), "x")
     assert header == [
         "workload", "side", "wall s (unprofiled)", "profiled s", "FX codegen",
-        "weight fold", "rest",
+        "python_code s", "compile s", "weight fold", "rest",
     ]  # fmt: skip
     assert [r[0] for r in rows] == ["resnet-16", "mobilenet_v2"]
     for r in rows:

@@ -45,6 +45,8 @@ class Split:
     wall: float
     profiled: float
     codegen: float
+    #: of which ``Graph.python_code`` (the rest of ``codegen`` is ``compile``)
+    python_code: float
     fold: float
     top_rest: list[tuple[str, float]] = field(default_factory=list)
 
@@ -87,6 +89,7 @@ def profile_split(case: Case, side: str = "pyfuse", top: int = 8) -> Split:
     raw = st.stats  # type: ignore[attr-defined]
     total = float(st.total_tt)  # type: ignore[attr-defined]
     codegen = sum(v[3] for k, v in raw.items() if _is_codegen(k))
+    text = sum(v[3] for k, v in raw.items() if _is_codegen(k) and k[2] == "python_code")
     fold = sum(v[3] for k, v in raw.items() if _is_fold(k))
     # the largest own times outside codegen and folding (their callees excluded)
     inside = _callees_of(raw, lambda k: _is_codegen(k) or _is_fold(k))
@@ -98,7 +101,7 @@ def profile_split(case: Case, side: str = "pyfuse", top: int = 8) -> Split:
         ),
         key=lambda kv: -kv[1],
     )[:top]
-    return Split(case.label, side, wall, total, codegen, fold, rest)
+    return Split(case.label, side, wall, total, codegen, text, fold, rest)
 
 
 def _callees_of(
@@ -144,6 +147,8 @@ def format_splits(splits: Sequence[Split]) -> str:
             f"{s.wall:.4f}",
             f"{s.profiled:.4f}",
             _pct(s.codegen, s.profiled),
+            f"{s.python_code:.4f}",
+            f"{s.codegen - s.python_code:.4f}",
             _pct(s.fold, s.profiled),
             _pct(s.rest, s.profiled),
         ]
@@ -157,6 +162,8 @@ def format_splits(splits: Sequence[Split]) -> str:
                 "wall s (unprofiled)",
                 "profiled s",
                 "FX codegen",
+                "python_code s",
+                "compile s",
                 "weight fold",
                 "rest",
             ],

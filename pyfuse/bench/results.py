@@ -9,13 +9,13 @@ per side (fresh condition), and whether every output equalled the reference's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .load import Load
 from .runner import Samples, mib
 
-__all__ = ["Table", "format_table", "markdown_table"]
+__all__ = ["Table", "format_table", "markdown_table", "write_png"]
 
 CONDITIONS = {
     "fresh": "a fresh process per side and call (model built/traced, then fused once: "
@@ -185,6 +185,13 @@ HEADERS = [
 MEMORY_HEADERS = ["model MiB", "ref +MiB", "pyfuse +MiB", "lazy +MiB"]
 
 
+def _check(r: Samples) -> str:
+    if r.errors:
+        return "FAIL"
+    # without a reference output only the fusion and node counts were checked
+    return "OK" if r.by_side.get("ref") else "counts OK"
+
+
 def format_table(t: Table) -> str:
     """The table as Markdown, with its heading, condition, load and problems."""
     memory = t.condition == "fresh"
@@ -198,7 +205,7 @@ def format_table(t: Table) -> str:
                 "-" if r.fusions is None else f"{r.fusions:,}",
                 m,
                 memory,
-                "OK" if not r.errors else "FAIL",
+                _check(r),
             )
         )
     if t.total and len(t.rows) > 1:
@@ -241,3 +248,49 @@ def format_table(t: Table) -> str:
     if errors:
         parts.append("**WRONG RESULTS / FAILURES:**\n" + "\n".join(errors))
     return "\n\n".join(parts)
+
+
+def write_png(t: Table, path: str) -> None:
+    """Log-log plot of a table's median wall times against graph nodes, per side
+    and workload kind, with the floors' sum (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    meds = [(r, _Medians.of(r)) for r in t.rows]
+    series: list[tuple[str, str, str, Callable[[_Medians], float | None]]] = [
+        ("reference", "tab:red", "-", lambda m: m.ref),
+        ("pyfuse", "tab:blue", "-", lambda m: m.py),
+        ("pyfuse lazy", "tab:green", "-", lambda m: m.lazy),
+        ("codegen + fold floor", "gray", ":", lambda m: _sum([m.codegen, m.fold])),
+    ]
+    markers = "osD^vP*X"
+    kinds = sorted({r.case.kind for r, _ in meds})
+    for label, color, style, get in series:
+        for i, kind in enumerate(kinds):
+            pts = sorted(
+                (r.nodes, y)
+                for r, m in meds
+                if r.case.kind == kind and (y := get(m)) is not None
+            )
+            if pts:
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    linestyle=style,
+                    marker=markers[i % len(markers)],
+                    color=color,
+                    label=f"{label} ({kind})",
+                )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("graph nodes")
+    ax.set_ylabel("seconds per fusion call (median)")
+    ax.set_title(t.title + (" (BUSY)" if t.load is not None and t.load.busy else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
