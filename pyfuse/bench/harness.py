@@ -1,416 +1,458 @@
-"""The timed harness of ``pyfuse bench``: pyfuse against the reference fusion pass.
+"""``pyfuse bench``: pyfuse against the reference fusion pass, measured honestly.
 
-For every workload (see :mod:`pyfuse.bench.workloads`) and every repeat, three fusion
-runs are timed, interleaved (the order rotates from one repeat to the next):
+Tables, one per heap condition, mode (eval / QAT) and workload group (synthetic
+workloads of :mod:`pyfuse.bench.workloads`, real-width models of
+:mod:`pyfuse.bench.realwidth`); how each figure is taken is in
+:mod:`pyfuse.bench.runner`:
 
-* the reference ``torch.ao.quantization.fx.fuse.fuse``,
-* ``pyfuse.fuse`` (eager: the output's code is generated),
-* ``pyfuse.fuse(..., lazy=True)`` (code generated on first use),
+* conditions: ``fresh`` (a new process per side and call: the usual call) and
+  ``heap`` (one process with extra live copies of the model);
+* sides interleaved, medians of ``--repeats`` (at least 5 for a result), wall
+  and process CPU time;
+* floors: codegen (``recompile()`` of pyfuse's output) and fold (torch's
+  ``fuse_conv_bn_weights`` over the model's pairs), and pyfuse's ratio to their
+  sum;
+* peak memory per side in the fresh condition (high-water mark over the traced
+  model);
+* the 1-minute load average at the start and end of each table: a table started
+  above ``--threshold`` per core is marked BUSY (``--strict``: refused);
+* every output checked against the reference (code, state_dict bits, module
+  tree; fusion and node counts of the synthetic workloads): a wrong result fails
+  the run (exit status 1).
 
-each on its own freshly built input (fusion consumes its input; building is not
-timed).  After the eager run, ``out.recompile()`` is timed: the *codegen floor*,
-what generating the output's code alone costs.  Medians of the repeats are
-reported.  T1 times flatten + match alone: ``pyfuse.engine.matching.find_matches`` against
-the reference's ``_find_matches`` on the same (unmodified) input.
-
-Garbage collector: by default it is left as it is, and ``gc.collect()`` runs
-before every timed call (on both sides).  ``--gc off`` disables it during every
-timed call, on both sides alike.
-
-Duration (2-core machine, otherwise idle): ``--sizes standard`` about 12-14
-minutes with the default 3 repeats (the timed fusion calls themselves are about
-5 minutes of it, building the inputs about 3, ``gc.collect()`` ~2: a full
-collection costs ~1.4 s with a 100k-node graph alive); ``--repeats 1`` about 5.  ``--sizes huge`` about 35 minutes: building a 1M-node
-input takes ~3 minutes (done 4 times), the reference ~5 minutes, peak memory
-~13 GB.
-
-Every output is checked: the fusion count (fused modules, see
-:func:`pyfuse.bench.workloads.count_fusions`) and node count must be the expected
-ones, and pyfuse's ``.code`` must equal the reference's.  A mismatch or an
-exception is shown in the table and makes the exit status 1.
+``--profile`` instead splits single pyfuse calls into FX code generation, weight
+folding and the rest (:mod:`pyfuse.bench.profile`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import gc
-import signal
+import argparse
+import datetime
+import json
+import platform
+import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from torch.fx import GraphModule
-
+from . import load as L
+from . import realwidth
 from . import workloads as W
-from .tables import Row, median
+from .runner import Case, Samples, measure_fresh, measure_heap
+from .tables import Table, format_table, write_png
 
-__all__ = ["default_repeats", "log_to_stderr", "run"]
+__all__ = ["cases", "main", "run_tables"]
+
+SYNTHETIC = ("resnet", "mixed", "onednn", "huge")
+LEGEND = (
+    "Columns: medians; *speedup* = reference wall / pyfuse wall; *lazy* = "
+    "`pyfuse.fuse(..., lazy=True)` (code generated on first use); *codegen floor* = "
+    "`recompile()` of pyfuse's output; *fold floor* = torch's `fuse_conv_bn_weights` "
+    "/ `fuse_linear_bn_weights` over the model's conv/linear+BN pairs on the same "
+    "tensors (0 in QAT: nothing is folded); *pyfuse/floors* = pyfuse wall / (codegen "
+    "floor + fold floor); *model MiB* = RSS of the built/traced model; *+MiB* = peak "
+    "RSS during the call over the RSS before it (fresh process per side); *check* = "
+    "code, state_dict (bits) and module tree equal to the reference's (and the "
+    "expected fusion and node counts)."
+)
 
 
-class _Timeout(Exception):
-    pass
+def _parse_blocks(text: str) -> dict[str, list[int]]:
+    """``resnet=2,10;mixed=1`` -> {"resnet": [2, 10], "mixed": [1]}."""
+    out: dict[str, list[int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        kind, sep, ns = part.partition("=")
+        if not sep or kind not in SYNTHETIC:
+            raise ValueError(
+                f"--blocks: expected KIND=N,N;KIND=N with KIND in {SYNTHETIC}, got {part!r}"
+            )
+        out[kind] = [int(n) for n in ns.split(",") if n]
+    return out
 
 
-# ---------------------------------------------------------------------------
-# timing
+def _sizes(args: argparse.Namespace) -> dict[str, list[int]]:
+    if args.blocks:
+        return _parse_blocks(args.blocks)
+    return W.size_set(args.sizes)
 
 
-@contextlib.contextmanager
-def _gc_mode(off: bool) -> Iterator[None]:
-    was = gc.isenabled()
-    if off:
-        gc.disable()
+def cases(
+    sizes: dict[str, list[int]], workloads: list[str], models: list[str], qat: bool
+) -> list[tuple[str, list[Case]]]:
+    """(group title, cases) for one mode: the synthetic group (every kind of
+    ``sizes``, or those of them in ``workloads`` if it names any) and the
+    real-width one (if ``workloads`` is empty or names ``real``)."""
+    groups: list[tuple[str, list[Case]]] = []
+    synth = [
+        Case(kind, n, qat=qat)
+        for kind, ns in sizes.items()
+        if (not workloads or kind in workloads) and not (kind == "huge" and qat)
+        for n in ns
+    ]
+    if synth:
+        groups.append(("Synthetic workloads", synth))
+    if (not workloads or "real" in workloads) and models:
+        real = [Case("real", model=m, qat=qat) for m in models]
+        groups.append(("Real-width models", real))
+    return groups
+
+
+def run_tables(
+    args: argparse.Namespace, log: Callable[[str], None], emit: Callable[[Table], None]
+) -> list[Table] | None:
+    """Measure every table the arguments ask for; ``None`` if ``--strict``
+    refused a table on a busy machine."""
+    sizes = _sizes(args)
+    workloads = [w for w in args.workloads.split(",") if w]
+    models = [m for m in args.models.split(",") if m]
+    modes = {"eval": [False], "qat": [True], "both": [False, True]}[args.mode]
+    conditions = ["fresh", "heap"] if args.condition == "both" else [args.condition]
+    tables: list[Table] = []
+    for condition in conditions:
+        for qat in modes:
+            mode = "QAT" if qat else "eval"
+            for group, group_cases in cases(sizes, workloads, models, qat):
+                title = f"{group}, {mode}, {'fresh process' if condition == 'fresh' else 'large heap'}"
+                log(f"== {title}")
+                with L.LoadCheck(args.threshold, wait=args.settle, log=log) as load:
+                    if args.strict and load.busy:
+                        log(f"refused: {load.describe()}")
+                        return None
+                    rows: list[Samples] = []
+                    for case in group_cases:
+                        log(f"{case.label}")
+                        if condition == "fresh":
+                            rows.append(
+                                measure_fresh(
+                                    case,
+                                    args.repeats,
+                                    gc_off=args.gc == "off",
+                                    warm=args.warmup,
+                                    ref_timeout=args.ref_timeout,
+                                    log=log,
+                                )
+                            )
+                        else:
+                            rows.append(
+                                measure_heap(
+                                    case,
+                                    args.repeats,
+                                    copies=args.heap_copies,
+                                    gc_off=args.gc == "off",
+                                    log=log,
+                                )
+                            )
+                table = Table(
+                    title,
+                    condition,
+                    mode,
+                    rows,
+                    load,
+                    args.repeats,
+                    command=_command(args, condition, qat, group),
+                    copies=args.heap_copies,
+                    warm=args.warmup,
+                    total=group.startswith("Real"),
+                )
+                tables.append(table)
+                emit(table)
+    return tables
+
+
+def _command(args: argparse.Namespace, condition: str, qat: bool, group: str) -> str:
+    """The command that measures this one table again."""
+    parts = [
+        "pyfuse bench",
+        f"--condition {condition}",
+        f"--mode {'qat' if qat else 'eval'}",
+    ]
+    if group.startswith("Real"):
+        parts += ["--workloads real", f"--models {args.models}"]
+    else:
+        kinds = ",".join(w for w in args.workloads.split(",") if w and w != "real")
+        parts.append(
+            f"--blocks '{args.blocks}'" if args.blocks else f"--sizes {args.sizes}"
+        )
+        parts.append(
+            f"--workloads {kinds}" if kinds else "--workloads " + ",".join(_sizes(args))
+        )
+    parts.append(f"--repeats {args.repeats}")
+    if condition == "fresh" and args.warmup:
+        parts.append("--warmup")
+    if condition == "fresh" and args.ref_timeout:
+        parts.append(f"--ref-timeout {args.ref_timeout:g}")
+    if condition == "heap" and args.heap_copies != 2:
+        parts.append(f"--heap-copies {args.heap_copies}")
+    if args.gc == "off":
+        parts.append("--gc off")
+    return " ".join(parts)
+
+
+def _commit() -> str:
     try:
-        yield
-    finally:
-        if off and was:
-            gc.enable()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
-@contextlib.contextmanager
-def _deadline(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`_Timeout` in the main thread after ``seconds`` (POSIX only)."""
-    if not seconds or not hasattr(signal, "SIGALRM"):
-        yield
-        return
+def header(args: argparse.Namespace) -> str:
+    import torch
 
-    def on_alarm(_signum: int, _frame: object) -> None:
-        raise _Timeout
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def _timed(fn: Callable[[], Any], gc_off: bool) -> tuple[float, Any]:
-    gc.collect()
-    with _gc_mode(gc_off):
-        t0 = time.perf_counter()
-        result = fn()
-        dt = time.perf_counter() - t0
-    return dt, result
-
-
-# ---------------------------------------------------------------------------
-# the fusion entry points
-
-
-def _reference_fuse() -> Callable[..., GraphModule]:
-    from torch.ao.quantization.fx.fuse import fuse
-
-    return fuse
-
-
-def _pyfuse_fuse() -> Callable[..., GraphModule]:
     import pyfuse
 
-    fuse: Callable[..., GraphModule] = pyfuse.fuse
-    return fuse
-
-
-def _reference_handlers(backend_config: Any) -> dict[Any, Any]:
-    """The reference's priority-ordered {pattern: fuse handler class} dict (its
-    keys, in order, are the pattern list ``find_matches`` takes)."""
-    from torch.ao.quantization.fx.fuse_handler import (
-        _get_fusion_pattern_to_fuse_handler_cls,
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"pyfuse bench, {now}: pyfuse {getattr(pyfuse, '__version__', '?')} (commit {_commit()}), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
+        f"{platform.python_version()}, {L.cores()} cores, gc "
+        f"{'disabled during timed calls' if args.gc == 'off' else 'enabled, collected before each timed call'}."
     )
-    from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
 
-    handlers: dict[Any, Any] = _sorted_patterns_dict(
-        _get_fusion_pattern_to_fuse_handler_cls(backend_config)
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyfuse bench",
+        description="Time pyfuse.fuse against torch.ao.quantization.fx.fuse.fuse "
+        "(interleaved, both heap conditions, with floors, memory and load figures).",
     )
-    return handlers
+    p.add_argument(
+        "--condition",
+        choices=["fresh", "heap", "both"],
+        default="both",
+        help="fresh: a new process per side and call; heap: one process with "
+        "--heap-copies extra copies of the model alive (default: both)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["eval", "qat", "both"],
+        default="both",
+        help="eval models, or train-mode models fused with is_qat=True",
+    )
+    p.add_argument(
+        "--qat",
+        action="store_const",
+        const="qat",
+        dest="mode",
+        help="same as --mode qat",
+    )
+    p.add_argument(
+        "--sizes",
+        choices=sorted(W.SIZE_SETS),
+        default="standard",
+        help="synthetic sizes: small (a smoke test), standard (~1k-100k nodes), "
+        "huge (1M nodes, eval)",
+    )
+    p.add_argument(
+        "--blocks",
+        default="",
+        help="explicit synthetic sizes instead of --sizes, e.g. 'resnet=2,10;mixed=1'",
+    )
+    p.add_argument(
+        "--workloads",
+        default="",
+        help="comma-separated subset of resnet,mixed,onednn,huge,real "
+        "(real = the real-width models; default: every kind of --sizes/--blocks, "
+        "and real)",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(realwidth.MODELS),
+        help=f"real-width models (default: all of {', '.join(realwidth.MODELS)})",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="calls per side (median reported; at least 5 for a result)",
+    )
+    p.add_argument(
+        "--warmup",
+        action="store_true",
+        help="fresh condition: each process first fuses a one-block workload "
+        "(untimed), so the timed call does not pay the first-use costs",
+    )
+    p.add_argument(
+        "--ref-timeout",
+        type=float,
+        default=None,
+        help="fresh condition: stop a reference process after this many seconds "
+        "and skip the reference for that workload (noted; default: none)",
+    )
+    p.add_argument(
+        "--heap-copies",
+        type=int,
+        default=2,
+        help="extra live copies of the model in the heap condition",
+    )
+    p.add_argument(
+        "--gc",
+        choices=["on", "off"],
+        default="on",
+        help="on (default): gc enabled, collected before each timed call; "
+        "off: disabled during each timed call (both sides)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.3,
+        help="a table is BUSY if the 1-min load at its start is above this per core",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=90.0,
+        help="seconds to wait for the load to drop below the threshold "
+        "before each table (default 90)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit status 3) instead of measuring a BUSY table",
+    )
+    p.add_argument(
+        "--markdown", default="", help="also write the tables here as Markdown"
+    )
+    p.add_argument(
+        "--png",
+        default="",
+        help="also plot each synthetic table to PREFIX-<condition>-<mode>.png",
+    )
+    p.add_argument("--json", default="", help="also write every sample here")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the tables: split single pyfuse calls (cProfile) into "
+        "FX code generation, weight folding and the rest",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
 
 
-def _check(
-    row: Row,
-    what: str,
-    wl: W.Workload,
-    out: GraphModule,
-    before: dict[str, Any],
-    expected_code: tuple[str, str] | None,
-) -> int:
-    """Check one output; record problems in ``row.errors``; return its fusions."""
-    n = W.count_fusions(out, before)
-    if n != wl.expected_fusions:
-        row.errors.append(f"{what}: {n} fusions, expected {wl.expected_fusions}")
-    nodes = W.node_count(out)
-    if nodes != wl.expected_nodes_after:
-        row.errors.append(
-            f"{what}: {nodes} nodes after fusion, expected {wl.expected_nodes_after}"
-        )
-    if expected_code is not None and out.code != expected_code[1]:
-        row.errors.append(f"{what}: .code differs from {expected_code[0]}'s")
-    return n
-
-
-def _expected(ref_code: str | None, py_code: str | None) -> tuple[str, str] | None:
-    if ref_code is not None:
-        return ("the reference", ref_code)
-    if py_code is not None:
-        return ("pyfuse eager", py_code)
-    return None
-
-
-# ---------------------------------------------------------------------------
-# one workload
-
-
-def _run_workload(
-    wl: W.Workload,
-    repeats: int,
-    gc_off: bool,
-    *,
-    run_reference: bool,
-    ref_repeats: int,
-    ref_timeout: float | None,
-    log: Callable[[str], None],
-) -> Row:
-    ref_fuse = _reference_fuse()
-    row = Row(workload=wl.label, kind=wl.kind, nodes=wl.nodes)
-    try:
-        py_fuse: Callable[..., GraphModule] | None = _pyfuse_fuse()
-    except (ImportError, AttributeError) as e:
-        py_fuse = None
-        row.errors.append(f"pyfuse.fuse unavailable: {e!r}")
-
-    # build once (timed separately), and use that input for T1 (matching only)
-    t0 = time.perf_counter()
-    gm = wl.fresh()
-    row.build_s = time.perf_counter() - t0
-    log(f"  built {wl.label} in {row.build_s:.2f} s")
-    _measure_match(row, wl, gm, repeats, gc_off)
-    # matching left it untouched: it is the first fusion run's input
-    spare: GraphModule | None = gm
-    del gm
-
-    ref_code: str | None = None
-    py_code: str | None = None
-    samples: dict[str, list[float]] = {
-        "ref": [],
-        "pyfuse": [],
-        "lazy": [],
-        "codegen": [],
-    }
-    sides = ["ref", "pyfuse", "lazy"]
-    disabled: set[str] = set()
-    if not run_reference:
-        disabled.add("ref")
-    if py_fuse is None:
-        disabled.update(("pyfuse", "lazy"))
-    for rep in range(repeats):
-        order = sides[rep % 3 :] + sides[: rep % 3]
-        for side in order:
-            if side in disabled or (
-                side == "ref" and len(samples["ref"]) >= ref_repeats
-            ):
-                continue
-            inp = spare if spare is not None else wl.fresh()
-            spare = None
-            before = W.module_snapshot(inp)
-            cfg = wl.backend_config()
-            fn = ref_fuse if side == "ref" else py_fuse
-            assert fn is not None
-            kwargs = {"lazy": True} if side == "lazy" else {}
-            call = functools.partial(fn, inp, wl.is_qat, None, cfg, **kwargs)
-            del inp
-            try:
-                with _deadline(ref_timeout if side == "ref" else None):
-                    dt, out = _timed(call, gc_off)
-            except _Timeout:
-                row.ref_note = f"skipped (> {ref_timeout:g} s)"
-                disabled.add("ref")
-                log(f"  reference: stopped after {ref_timeout:g} s")
-                del call, before
-                gc.collect()
-                continue
-            except Exception as e:  # noqa: BLE001 (a crash is a result: report it)
-                row.errors.append(f"{side}: raised {type(e).__name__}: {e}")
-                log(f"  {side}: raised {type(e).__name__}: {e}")
-                disabled.add(side)
-                del call, before
-                gc.collect()
-                continue
-            del call
-            samples[side].append(dt)
-            if side == "ref":
-                row.fusions = _check(row, "reference", wl, out, before, None)
-                if ref_code is None:
-                    ref_code = out.code
-            elif side == "pyfuse":
-                cg, _ = _timed(out.recompile, gc_off)
-                samples["codegen"].append(cg)
-                n = _check(row, "pyfuse", wl, out, before, _expected(ref_code, py_code))
-                py_code = py_code or out.code
-                if row.fusions is None:
-                    row.fusions = n
-            else:
-                # (without a reference output: lazy is compared with eager)
-                n = _check(
-                    row, "pyfuse lazy", wl, out, before, _expected(ref_code, py_code)
-                )
-                py_code = py_code or out.code
-                if row.fusions is None:
-                    row.fusions = n
-            log(f"  {side:7s} repeat {rep + 1}: {dt:.4f} s")
-            # (their garbage is collected by the gc.collect() before the next
-            # timed call: one collection between runs, not two)
-            del out, before
-    del spare
-    row.ref_s = median(samples["ref"])
-    row.pyfuse_s = median(samples["pyfuse"])
-    row.lazy_s = median(samples["lazy"])
-    row.codegen_s = median(samples["codegen"])
-    row.samples.update({k: v for k, v in samples.items() if v})
-    row.errors = sorted(set(row.errors))
-    if not samples["ref"] and not row.ref_note:
-        row.ref_note = "skipped"
-    return row
-
-
-def _measure_match(
-    row: Row, wl: W.Workload, gm: GraphModule, repeats: int, gc_off: bool
-) -> None:
-    """T1: flatten + match, reference ``_find_matches`` vs pyfuse ``find_matches``
-    on the same input (matching does not modify it)."""
-    from torch.ao.quantization.fx.fuse import _find_matches
-
-    handlers = _reference_handlers(wl.backend_config())
-    patterns = list(handlers)
-    find_matches: Callable[..., dict[str, Any]] | None
-    try:
-        from ..engine.matching import find_matches as _fm
-
-        find_matches = _fm
-    except ImportError as e:
-        row.errors.append(f"pyfuse.engine.matching.find_matches unavailable: {e!r}")
-        find_matches = None
-    ref_t: list[float] = []
-    py_t: list[float] = []
-    ref_res: Any = None
-    py_res: Any = None
-    if find_matches is not None:
-        try:  # compile the patterns (cached by pyfuse) outside the timing
-            find_matches(gm, W.build(wl.spec, 1).graph, patterns)
-        except Exception as e:  # noqa: BLE001
-            row.errors.append(f"find_matches: raised {type(e).__name__}: {e}")
-            find_matches = None
-    for rep in range(repeats):
-        for side in ("ref", "pyfuse") if rep % 2 == 0 else ("pyfuse", "ref"):
-            if side == "ref":
-                ref_call = functools.partial(_find_matches, gm, gm.graph, handlers)
-                dt, ref_res = _timed(ref_call, gc_off)
-                ref_t.append(dt)
-            elif find_matches is not None:
-                py_call = functools.partial(find_matches, gm, gm.graph, patterns)
-                try:
-                    dt, py_res = _timed(py_call, gc_off)
-                except Exception as e:  # noqa: BLE001
-                    row.errors.append(f"find_matches: raised {type(e).__name__}: {e}")
-                    find_matches = None
-                    continue
-                py_t.append(dt)
-    if ref_res is not None:
-        roots = {v[0] for v in ref_res.values()}
-        if len(roots) != wl.expected_fusions:
-            row.errors.append(
-                f"reference _find_matches: {len(roots)} matches, "
-                f"expected {wl.expected_fusions}"
-            )
-    # (the reference's values hold two more fields: handler and its data)
-    if (
-        ref_res is not None
-        and py_res is not None
-        and {k: v[:3] for k, v in ref_res.items()} != py_res
-    ):
-        row.errors.append("find_matches: result differs from the reference's")
-    row.match_ref_s = median(ref_t)
-    row.match_pyfuse_s = median(py_t)
-    if ref_t:
-        row.samples["match_ref"] = ref_t
-    if py_t:
-        row.samples["match_pyfuse"] = py_t
-
-
-# ---------------------------------------------------------------------------
-# driver
-
-
-def default_repeats(sizes: str) -> int:
-    """Timed runs per side: 5 (small), 3 (standard), 1 (huge)."""
-    return {"small": 5, "standard": 3, "huge": 1}.get(sizes, 3)
-
-
-def run(
-    sizes: str = "standard",
-    *,
-    repeats: int | None = None,
-    qat: bool = False,
-    gc_off: bool = False,
-    kinds: Sequence[str] | None = None,
-    ref_timeout: float | None = None,
-    log: Callable[[str], None] | None = None,
-) -> list[Row]:
-    """Measure every workload of the size set; return one :class:`Row` each."""
-    if log is None:
-        log = log_to_stderr
-    sets = W.size_set(sizes)
-    huge = sizes == "huge"
-    if repeats is None:
-        repeats = default_repeats(sizes)
-    if huge and ref_timeout is None:
-        ref_timeout = 900.0
-    if huge:
-        _warn_memory(sets, log)
-    rows: list[Row] = []
-    for kind, ns in sets.items():
-        if kinds and kind not in kinds:
-            continue
-        for n in ns:
-            wl = W.make_workload(kind, n, qat=qat and not huge)
-            log(f"{wl.label}: {wl.n_blocks} blocks, {wl.nodes:,} nodes")
-            rows.append(
-                _run_workload(
-                    wl,
-                    repeats,
-                    gc_off,
-                    run_reference=True,
-                    ref_repeats=1 if huge else repeats,
-                    ref_timeout=ref_timeout,
-                    log=log,
-                )
-            )
-            gc.collect()
-    return rows
-
-
-#: peak resident memory of a fusion run, per node (input + output + codegen),
-#: measured roughly on 140k-280k-node graphs
-_BYTES_PER_NODE = 16_000
-
-
-def _warn_memory(sets: dict[str, list[int]], log: Callable[[str], None]) -> None:
-    try:
-        with Path("/proc/meminfo").open() as fh:
-            info = dict(line.split(":", 1) for line in fh)
-        avail = int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return
-    nodes = max((7 * n + 2 for ns in sets.values() for n in ns), default=0)
-    need = nodes * _BYTES_PER_NODE
-    if avail < need:
-        log(
-            f"warning: {avail / 1e9:.1f} GB of memory available; a {nodes:,}-node "
-            f"run may need about {need / 1e9:.0f} GB"
-        )
-
-
-def log_to_stderr(msg: str) -> None:
+def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _profile(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    from .profile import format_splits, profile_split
+
+    sizes = _sizes(args)
+    workloads = [w for w in args.workloads.split(",") if w]
+    models = [m for m in args.models.split(",") if m]
+    modes = {"eval": [False], "qat": [True], "both": [False, True]}[args.mode]
+    splits = []
+    for qat in modes:
+        for _, group_cases in cases(sizes, workloads, models, qat):
+            for case in group_cases:
+                log(f"profiling {case.label}{' (QAT)' if qat else ''}")
+                splits.append(profile_split(case))
+                if qat:
+                    splits[-1].label += " QAT"
+    text = format_splits(splits)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pyfuse bench``; returns the exit status (1: a wrong
+    result or a failure; 3: refused on a busy machine with ``--strict``)."""
+    args = _parser().parse_args(argv)
+    if args.repeats < 1 or args.heap_copies < 0:
+        print("--repeats must be >= 1 and --heap-copies >= 0", file=sys.stderr)
+        return 2
+    try:
+        if args.blocks:
+            _parse_blocks(args.blocks)
+        unknown = [m for m in args.models.split(",") if m and m not in realwidth.MODELS]
+        if unknown:
+            raise ValueError(
+                f"unknown models {unknown}; expected some of {list(realwidth.MODELS)}"
+            )
+    except ValueError as e:
+        print(f"pyfuse bench: {e}", file=sys.stderr)
+        return 2
+    log = (lambda _m: None) if args.quiet else _stderr
+    with warnings.catch_warnings():
+        # torch.ao.quantization's deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        if args.profile:
+            return _profile(args, log)
+        top = header(args)
+        print(top + "\n\n" + LEGEND + "\n", flush=True)
+        parts = [top, LEGEND]
+
+        def emit(t: Table) -> None:
+            text = format_table(t)
+            if args.png and not t.total:
+                path = f"{args.png}-{t.condition}-{t.mode.lower()}.png"
+                try:
+                    write_png(t, path)
+                    text += f"\n\nPlot: `{path}`"
+                except ImportError:
+                    log("plot skipped: matplotlib is not installed")
+            parts.append(text)
+            print(text + "\n", flush=True)
+
+        tables = run_tables(args, log, emit)
+    if args.markdown:
+        Path(args.markdown).write_text("\n\n".join(parts) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_as_json(top, tables or []), indent=1))
+    if tables is None:
+        print(
+            "pyfuse bench: refused: the machine is busy (see --threshold, --settle)",
+            file=sys.stderr,
+        )
+        return 3
+    bad = [t.title for t in tables if not t.ok]
+    if bad:
+        print(
+            f"pyfuse bench: FAILED (wrong result or error) in: {'; '.join(bad)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _as_json(top: str, tables: list[Table]) -> dict[str, Any]:
+    return {
+        "header": top,
+        "tables": [
+            {
+                "title": t.title,
+                "condition": t.condition,
+                "mode": t.mode,
+                "repeats": t.repeats,
+                "command": t.command,
+                "load": None if t.load is None else asdict(t.load),
+                "rows": [
+                    {
+                        "case": asdict(r.case),
+                        "label": r.case.label,
+                        "nodes": r.nodes,
+                        "fusions": r.fusions,
+                        "pairs": r.pairs,
+                        "errors": r.errors,
+                        "notes": r.notes,
+                        "samples": {
+                            k: [asdict(s) for s in v] for k, v in r.by_side.items()
+                        },
+                    }
+                    for r in t.rows
+                ],
+            }
+            for t in tables
+        ],
+    }

@@ -138,7 +138,7 @@ def _pct(x: float, total: float) -> str:
 
 def format_splits(splits: Sequence[Split]) -> str:
     """Markdown table of the splits, then each call's largest own times."""
-    from .results import markdown_table
+    from .tables import markdown_table
 
     rows = [
         [

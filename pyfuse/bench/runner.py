@@ -43,7 +43,6 @@ import contextlib
 import gc
 import hashlib
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -480,16 +479,6 @@ def run_child(
     return result
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # the child must import this very pyfuse, whatever the working directory
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, env.get("PYTHONPATH", "")) if p
-    )
-    return env
-
-
 def _spawn(
     case: Case, side: str, gc_off: bool, warm: bool, timeout: float | None = None
 ) -> dict[str, Any]:
@@ -503,7 +492,6 @@ def _spawn(
             cmd,
             capture_output=True,
             text=True,
-            env=_child_env(),
             check=False,
             timeout=timeout,
         )
