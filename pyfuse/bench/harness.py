@@ -101,16 +101,19 @@ def cases(
 
 
 def run_tables(
-    args: argparse.Namespace, log: Callable[[str], None], emit: Callable[[Table], None]
-) -> list[Table] | None:
-    """Measure every table the arguments ask for; ``None`` if ``--strict``
-    refused a table on a busy machine."""
+    args: argparse.Namespace,
+    log: Callable[[str], None],
+    emit: Callable[[Table], None],
+    tables: list[Table],
+) -> bool:
+    """Measure every table the arguments ask for into ``tables``; ``False`` if
+    ``--strict`` refused a table on a busy machine (the later ones are not
+    measured)."""
     sizes = _sizes(args)
     workloads = [w for w in args.workloads.split(",") if w]
     models = [m for m in args.models.split(",") if m]
     modes = {"eval": [False], "qat": [True], "both": [False, True]}[args.mode]
     conditions = ["fresh", "heap"] if args.condition == "both" else [args.condition]
-    tables: list[Table] = []
     for condition in conditions:
         for qat in modes:
             mode = "QAT" if qat else "eval"
@@ -120,7 +123,7 @@ def run_tables(
                 with L.LoadCheck(args.threshold, wait=args.settle, log=log) as load:
                     if args.strict and load.busy:
                         log(f"refused: {load.describe()}")
-                        return None
+                        return False
                     rows: list[Samples] = []
                     for case in group_cases:
                         log(f"{case.label}")
@@ -159,7 +162,7 @@ def run_tables(
                 )
                 tables.append(table)
                 emit(table)
-    return tables
+    return True
 
 
 def _command(args: argparse.Namespace, condition: str, qat: bool, group: str) -> str:
@@ -405,12 +408,13 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(text)
             print(text + "\n", flush=True)
 
-        tables = run_tables(args, log, emit)
+        tables: list[Table] = []
+        complete = run_tables(args, log, emit, tables)
     if args.markdown:
         Path(args.markdown).write_text("\n\n".join(parts) + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(_as_json(top, tables or []), indent=1))
-    if tables is None:
+        Path(args.json).write_text(json.dumps(_as_json(top, tables), indent=1))
+    if not complete:
         print(
             "pyfuse bench: refused: the machine is busy (see --threshold, --settle)",
             file=sys.stderr,
