@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .specs import _randomize_stats
+
 __all__ = [
     "MODELS",
     "build_model",
@@ -407,18 +409,6 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _randomize_bn(model: nn.Module) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                assert m.running_mean is not None
-                assert m.running_var is not None
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-
-
 def build_model(name: str, *, train: bool = False, seed: int = 0) -> nn.Module:
     """The model ``name`` of :data:`MODELS`, seeded, with random BN statistics,
     in train mode (for QAT fusion) or eval mode."""
@@ -431,6 +421,7 @@ def build_model(name: str, *, train: bool = False, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = factory()
-        _randomize_bn(model)
+        for m in model.modules():
+            _randomize_stats(m)
     model.train(train)
     return model
