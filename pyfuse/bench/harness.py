@@ -135,6 +135,7 @@ def run_tables(
                                     gc_off=args.gc == "off",
                                     warm=args.warmup,
                                     ref_timeout=args.ref_timeout,
+                                    threads=args.threads,
                                     log=log,
                                 )
                             )
@@ -191,13 +192,15 @@ def _command(args: argparse.Namespace, condition: str, qat: bool, group: str) ->
         parts.append(f"--heap-copies {args.heap_copies}")
     if args.gc == "off":
         parts.append("--gc off")
+    if args.threads:
+        parts.append(f"--threads {args.threads}")
     return " ".join(parts)
 
 
 def _commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty"],
             capture_output=True,
             text=True,
             cwd=Path(__file__).resolve().parent,
@@ -290,6 +293,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="fresh condition: stop a reference process after this many seconds "
         "and skip the reference for that workload (noted; default: none)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads in every measuring process "
+        "(default 0: torch's default)",
     )
     p.add_argument(
         "--heap-copies",
@@ -386,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyfuse bench: {e}", file=sys.stderr)
         return 2
     log = (lambda _m: None) if args.quiet else _stderr
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # (the heap condition and --profile)
     with warnings.catch_warnings():
         # torch.ao.quantization's deprecation notices
         warnings.simplefilter("ignore", DeprecationWarning)

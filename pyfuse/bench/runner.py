@@ -440,6 +440,12 @@ def run_child(
     RSS, check. ``floors``: build, time the fold floor on its pairs, fuse with
     pyfuse (untimed), time ``recompile()`` of the output. ``warm``: first one
     :func:`warm_up` call (by default the timed call is the process's first)."""
+    # Every side's process has the reference's module loaded before the timed
+    # call, as a program that used the reference has: pyfuse's first call would
+    # otherwise pay for importing torch.ao.quantization.fx (~30 ms), which the
+    # reference's side imported before its call.
+    import torch.ao.quantization.fx.fuse
+
     fn = _fuse_fn("pyfuse" if side == "floors" else side)
     if warm:
         warm_up(case, "pyfuse" if side == "floors" else side)
@@ -480,13 +486,20 @@ def run_child(
 
 
 def _spawn(
-    case: Case, side: str, gc_off: bool, warm: bool, timeout: float | None = None
+    case: Case,
+    side: str,
+    gc_off: bool,
+    warm: bool,
+    timeout: float | None = None,
+    threads: int = 0,
 ) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "pyfuse.bench.runner", case.to_json(), side]
     if gc_off:
         cmd.append("--gc-off")
     if warm:
         cmd.append("--warm")
+    if threads:
+        cmd.append(f"--threads={threads}")
     try:
         proc = subprocess.run(
             cmd,
@@ -518,6 +531,7 @@ def measure_fresh(
     gc_off: bool = False,
     warm: bool = False,
     ref_timeout: float | None = None,
+    threads: int = 0,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Samples:
     """``repeats`` fresh processes per side, interleaved (the floors in one more
@@ -535,7 +549,12 @@ def measure_fresh(
                 continue
             try:
                 r = _spawn(
-                    case, side, gc_off, warm, ref_timeout if side == "ref" else None
+                    case,
+                    side,
+                    gc_off,
+                    warm,
+                    ref_timeout if side == "ref" else None,
+                    threads,
                 )
             except _Timeout as e:
                 res.notes.append(f"{case.label}: reference {e}, skipped")
@@ -674,6 +693,9 @@ def _child_main(argv: list[str]) -> int:
     if side not in (*SIDES, "floors"):
         print(f"unknown side {side!r}", file=sys.stderr)
         return 2
+    for arg in argv[2:]:
+        if arg.startswith("--threads="):
+            torch.set_num_threads(int(arg.split("=", 1)[1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
