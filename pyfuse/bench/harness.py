@@ -22,6 +22,18 @@ workloads of :mod:`pyfuse.bench.workloads`, real-width models of
 
 ``--profile`` instead splits single pyfuse calls into FX code generation, weight
 folding and the rest (:mod:`pyfuse.bench.profile`).
+
+Duration, estimated from small runs (2 cores): a fresh-process measurement costs
+about 1.5 s of interpreter and torch start-up per process, four processes per
+repeat (three sides and the floors), plus building the input in each (~0.08 ms
+per node) and the calls. With ``--sizes standard`` and 5 repeats: fresh eval
+20-25 minutes, fresh QAT 15-20, large-heap eval 12-18, large-heap QAT 10-15 (the
+real-width tables add about 3 minutes each), plus up to ``--settle`` seconds
+before each table: the default run (both conditions and modes) about 1-1.3
+hours. ``--sizes small --repeats 1``: about 1.5 minutes per condition and mode.
+``--sizes huge`` (1M nodes, eval): about 100 s to build each input and ~13 GB
+per process; fresh condition only (extra copies do not fit), about 15 minutes
+per repeat with the reference (``--ref-timeout`` stops it).
 """
 
 from __future__ import annotations
