@@ -1,13 +1,14 @@
-"""Print the pyfuse benchmark table: ``python bench/report.py [pyfuse bench options]``.
+"""Print the pyfuse benchmark tables: ``python bench/report.py [pyfuse bench options]``.
 
 Runs ``pyfuse.bench.main`` (the ``pyfuse bench`` command) with the standard sizes
-(~1k to ~100k nodes; a few minutes, most of it in the reference at 100k nodes).
-Options are passed on, and later ones win, e.g.::
+(~1k to ~100k nodes, plus the real-width models; both heap conditions and both
+modes take about an hour, see ``pyfuse bench --help``). Options are passed on,
+and later ones win, e.g.::
 
-    python bench/report.py --sizes small          # a quick smoke run
-    python bench/report.py --repeats 5 --png bench/pyfuse-bench.png
-    python bench/report.py --sizes huge           # 1M nodes (slow to build)
-    python bench/report.py --qat                  # train-mode models, is_qat=True
+    python bench/report.py --sizes small --repeats 1   # a quick smoke run
+    python bench/report.py --condition fresh --mode eval --markdown out.md
+    python bench/report.py --sizes huge --condition fresh --mode eval
+    python bench/report.py --profile                   # where pyfuse's time goes
 """
 
 from __future__ import annotations
