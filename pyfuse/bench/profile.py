@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .runner import Case, _fuse_fn
+from .runner import Case, _fuse_fn, warm_up
 
 __all__ = ["Split", "format_splits", "profile_split"]
 
@@ -71,7 +71,7 @@ def profile_split(case: Case, side: str = "pyfuse", top: int = 8) -> Split:
     """Profile one ``side`` call on a fresh input of ``case``; time another
     unprofiled one on another fresh input."""
     fn = _fuse_fn(side)
-    fn(case.build().gm, case.qat, None, case.build().backend_config)  # warm up
+    warm_up(case, side)
     built = case.build()
     gc.collect()
     t0 = time.perf_counter()
