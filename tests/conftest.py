@@ -18,6 +18,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "long: a long run (fuzzing); needs --long")
+    config.addinivalue_line(
+        "markers", "quick: the quick suite run on every other supported Python (./dev pyvers)"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:  # noqa: ARG001

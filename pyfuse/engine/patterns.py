@@ -36,8 +36,13 @@ __all__ = [
     "sort_patterns",
 ]
 
-# Head kinds, as csrc/core/automaton.hpp numbers them.
-_MATCH_ALL, _LABEL, _NEVER, _GETATTR = 0, 1, 2, 3
+# Head kinds (defined in csrc/core/automaton.hpp).
+_MATCH_ALL, _LABEL, _NEVER, _GETATTR = (
+    _core.HEAD_MATCH_ALL,
+    _core.HEAD_LABEL,
+    _core.HEAD_NEVER,
+    _core.HEAD_GETATTR,
+)
 
 
 @functools.cache

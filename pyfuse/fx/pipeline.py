@@ -31,7 +31,7 @@ from torch.fx import GraphModule, Node
 from ..engine.flatten import Flat, flatten
 from ..engine.gcpause import gc_paused
 from ..engine.matching import Match, match_graph
-from ..errors import GraphModuleRequired, ModuleRequired, NotAModule
+from ..errors import GraphModuleRequired, ModuleRequired, NotAModule, add_note
 from ..report import Fused, FuseReport, Skipped, pattern_name
 from .checks import (
     check_inputs,
@@ -190,7 +190,7 @@ def analyze(
             try:
                 fusions.append(prepare(plan, m, flat, modules, is_qat))
             except Exception as e:  # noqa: BLE001 (raised by call_fusers, in the reference's order)
-                e.add_note(_while_fusing(m))
+                add_note(e, _while_fusing(m))
                 return flat, fusions, e
         if dangling is not None:
             return flat, fusions, dangling.error()
@@ -251,7 +251,7 @@ def _call_one(f: Fusion, is_qat: bool, folds: Folds | None) -> torch.nn.Module:
         else:
             fused = fuser(is_qat, *f.modules)
     except Exception as e:
-        e.add_note(_while_fusing(f.match))
+        add_note(e, _while_fusing(f.match))
         raise
     if not isinstance(fused, torch.nn.Module):
         raise NotAModule(

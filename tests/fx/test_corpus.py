@@ -29,13 +29,18 @@ from tests.support.contract import (
 from tests.support.corpus import BACKENDS, MODELS, MODELS_BY_NAME
 
 MODES = ("eval", "qat")
+#: the corpus subset of the quick suite (every backend, 1d/2d/3d, parametrized, linear)
+QUICK_MODELS = ("tiny_conv_bn_relu", "resnet18", "video3d", "mlp", "parametrized_fusable")
 
 
 def _cases():
     for cm in MODELS:
+        marks = [pytest.mark.quick] if cm.name in QUICK_MODELS else []
         for backend in cm.backends:
             for mode in MODES:
-                yield pytest.param(cm.name, backend, mode, id=f"{cm.name}-{backend}-{mode}")
+                yield pytest.param(
+                    cm.name, backend, mode, id=f"{cm.name}-{backend}-{mode}", marks=marks
+                )
 
 
 def _factory(cm, mode):

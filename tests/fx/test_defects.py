@@ -39,6 +39,8 @@ from tests.support.contract import (
 )
 from tests.support.corpus import AddScalar, GetAttrOfFused
 
+pytestmark = pytest.mark.quick  # (part of the quick suite: ./dev pyvers)
+
 SEED = 7
 
 

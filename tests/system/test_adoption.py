@@ -7,12 +7,15 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.fx
 from torch import nn
 
 import pyfuse
 from pyfuse.models import default_model
+
+pytestmark = pytest.mark.quick  # (part of the quick suite: ./dev pyvers)
 
 
 class Shared(nn.Module):
