@@ -203,7 +203,9 @@ def test_profile_split(tmp_path: Path) -> None:
          "--models", "mobilenet_v2", "--mode", "eval", "-q", "--markdown", str(out)]
     )  # fmt: skip
     assert status == 0
-    header, *rows = _table_rows("### x\n" + out.read_text(), "x")
+    text = out.read_text()
+    split, heap = text.split("Python heap during one call", 1)
+    header, *rows = _table_rows("### x\n" + split, "x")
     assert header == [
         "workload", "side", "wall s (unprofiled)", "profiled s", "FX codegen",
         "python_code s", "compile s", "weight fold", "rest",
@@ -211,3 +213,14 @@ def test_profile_split(tmp_path: Path) -> None:
     assert [r[0] for r in rows] == ["resnet-16", "mobilenet_v2"]
     for r in rows:
         assert all(float(c.split()[0]) > 0 for c in r[2:]), r
+    heap_header, *heap_rows = _table_rows("### x\n" + heap, "x")
+    assert heap_header[:4] == ["workload", "side", "peak MiB", "kept MiB"]
+    assert [r[:2] for r in heap_rows] == [
+        ["resnet-16", "ref"],
+        ["resnet-16", "pyfuse"],
+        ["mobilenet_v2", "ref"],
+        ["mobilenet_v2", "pyfuse"],
+    ]
+    for r in heap_rows:
+        assert float(r[2]) >= float(r[3]) >= 0, r  # the peak includes what is kept
+        assert r[4], r

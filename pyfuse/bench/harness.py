@@ -368,21 +368,25 @@ def _stderr(msg: str) -> None:
 
 
 def _profile(args: argparse.Namespace, log: Callable[[str], None]) -> int:
-    from .profile import format_splits, profile_split
+    from .profile import format_heap, format_splits, heap_use, profile_split
 
     sizes = _sizes(args)
     workloads = [w for w in args.workloads.split(",") if w]
     models = [m for m in args.models.split(",") if m]
     modes = {"eval": [False], "qat": [True], "both": [False, True]}[args.mode]
     splits = []
+    uses = []
     for qat in modes:
         for _, group_cases in cases(sizes, workloads, models, qat):
             for case in group_cases:
                 log(f"profiling {case.label}{' (QAT)' if qat else ''}")
                 splits.append(profile_split(case))
+                uses += [heap_use(case, side) for side in ("ref", "pyfuse")]
                 if qat:
                     splits[-1].label += " QAT"
-    text = format_splits(splits)
+                    for u in uses[-2:]:
+                        u.label += " QAT"
+    text = format_splits(splits) + "\n\n" + format_heap(uses)
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")

@@ -19,12 +19,20 @@ import cProfile
 import gc
 import pstats
 import time
+import tracemalloc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .runner import Case, _fuse_fn, warm_up
 
-__all__ = ["Split", "format_splits", "profile_split"]
+__all__ = [
+    "HeapUse",
+    "Split",
+    "format_heap",
+    "format_splits",
+    "heap_use",
+    "profile_split",
+]
 
 #: (file suffix, function name) of FX code generation
 _CODEGEN = (
@@ -104,6 +112,72 @@ def profile_split(case: Case, side: str = "pyfuse", top: int = 8) -> Split:
     return Split(case.label, side, wall, total, codegen, text, fold, rest)
 
 
+@dataclass
+class HeapUse:
+    """Python-heap use of one call (tracemalloc: Python objects and buffers;
+    tensor storage is allocated outside Python's allocator and not seen)."""
+
+    label: str
+    side: str
+    peak: int
+    kept: int
+    #: (file, bytes kept after the call), largest first
+    top_kept: list[tuple[str, int]] = field(default_factory=list)
+
+
+def heap_use(case: Case, side: str = "pyfuse", top: int = 6) -> HeapUse:
+    """Trace the Python allocations of one ``side`` call on a fresh input: the
+    peak over the start, what is still allocated after it (the output's new
+    objects), and by which files it was allocated."""
+    fn = _fuse_fn(side)
+    warm_up(case, side)
+    built = case.build()
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    start, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    out = fn(built.gm, case.qat, None, built.backend_config)
+    del built
+    gc.collect()
+    now, peak = tracemalloc.get_traced_memory()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    by_file = after.compare_to(before, "filename")
+    sites = [
+        (_short(d.traceback[0].filename), d.size_diff)
+        for d in sorted(by_file, key=lambda d: -d.size_diff)[:top]
+        if d.size_diff > 0
+    ]
+    del out
+    return HeapUse(case.label, side, peak - start, now - start, sites)
+
+
+def format_heap(uses: Sequence[HeapUse]) -> str:
+    """Markdown table of :func:`heap_use` results."""
+    from .tables import markdown_table
+
+    mib = 1024 * 1024
+    rows = [
+        [
+            u.label,
+            u.side,
+            f"{u.peak / mib:.1f}",
+            f"{u.kept / mib:.1f}",
+            ", ".join(f"{f} {b / mib:.1f}" for f, b in u.top_kept[:3]),
+        ]
+        for u in uses
+    ]
+    return (
+        "Python heap during one call (tracemalloc; tensor storage not included):\n\n"
+        + (
+            markdown_table(
+                ["workload", "side", "peak MiB", "kept MiB", "kept by file (MiB)"], rows
+            )
+        )
+    )
+
+
 def _callees_of(
     raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]],
     pred: object,
@@ -125,10 +199,17 @@ def _callees_of(
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "pyfuse/"):
-        i = path.rfind(marker)
-        if i >= 0:
-            return path[i + (len(marker) if marker == "site-packages/" else 0) :]
+    """A source path from its package on: ``torch/fx/graph.py``,
+    ``pyfuse/fx/fusers.py``, ``copy.py`` (the standard library)."""
+    i = path.rfind("site-packages/")
+    if i >= 0:
+        return path[i + len("site-packages/") :]
+    i = path.rfind("pyfuse/")
+    if i >= 0:
+        return path[i:]
+    i = path.rfind("/lib/python")
+    if i >= 0:
+        return path[path.index("/", i + len("/lib/python")) + 1 :]
     return path
 
 
