@@ -7,23 +7,30 @@ the collector on while pyfuse pauses it), so every figure is taken in a named
 condition:
 
 * **fresh**: a new Python process per side and call (:func:`measure_fresh`). The
-  child (``python -m pyfuse.bench.runner CASE-JSON``) imports torch and pyfuse,
-  builds or traces the model, collects garbage, times ONE fusion call (wall and
-  process CPU time), reads its resident-set high-water mark, and reports JSON.
-  This is the usual call: a process that traces a model and fuses it once.
+  child (``python -m pyfuse.bench.runner CASE-JSON SIDE``) imports torch, the
+  reference's module and pyfuse, builds or traces the model, collects garbage,
+  times ONE fusion call (wall and process CPU time), reads its resident-set
+  high-water mark, and reports JSON. This is the usual call: a process that
+  traces a model and fuses it once, paying the first-use costs (torch kernels
+  run for the first time, pattern compilation); ``warm`` moves those into an
+  untimed call on a one-block workload first.
 * **heap**: one process holding extra live copies of the model (two by default),
-  which makes the reference's collections rarer (:func:`measure_heap`).
+  which makes the reference's collections rarer (:func:`measure_heap`); every
+  side is warmed up first.
 
 Sides are interleaved in both (the order rotates per repeat) and every call
 gets a freshly built input (fusion consumes it). ``gc.collect()`` runs before
 every timed call on every side.
 
-Floors, measured on pyfuse's side of each repeat: the **codegen floor** is
-``recompile()`` of pyfuse's output GraphModule (what generating and compiling
-its Python code alone costs); the **fold floor** is torch's
-``fuse_conv_bn_weights`` / ``fuse_linear_bn_weights`` over the model's
-conv/linear + BatchNorm pairs, on the same tensors (eval only: QAT fusion folds
-nothing). No exact fusion pass can be faster than their sum.
+Floors: the **codegen floor** is ``recompile()`` of pyfuse's output GraphModule
+(what generating and compiling its Python code alone costs); the **fold floor**
+is torch's ``fuse_conv_bn_weights`` / ``fuse_linear_bn_weights`` over the
+model's conv/linear + BatchNorm pairs, on the same tensors (eval only: QAT
+fusion folds nothing). An exact pass cannot be faster than the codegen floor,
+nor than the fold floor unless it folds faster than torch does one pair at a
+time (pyfuse batches many small pairs). In the fresh condition they are timed
+in one more process per repeat (fold first, then an untimed pyfuse call whose
+output is recompiled), in the heap condition right after pyfuse's call.
 
 Memory (fresh condition): the high-water mark is reset (``/proc/self/clear_refs``)
 after the model is built, so ``peak - RSS before the call`` is what the call
