@@ -109,21 +109,16 @@ def _target_text(node: Any, owner: Any) -> str:
     return str(node.target) if node.op == "get_attr" else node.op
 
 
-def _scope_of(node: Any) -> tuple[str, str | None]:
-    """(scope path, scope type name) of a node, from its module or nn_module_stack."""
-    if node.op == "call_module":
-        return str(node.target).rpartition(".")[0], None
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return "", None
-    path, kind = list(stack.values())[-1]
-    kind_name = getattr(kind, "__name__", None) or str(kind).rpartition(".")[2]
-    return str(path), kind_name
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).rpartition(".")[2]
 
 
 def fx_map_nodes(graph: Any, owner: Any = None) -> tuple[list[MapNode], dict[str, str]]:
     """The map's view of a ``torch.fx.Graph``: nodes in graph (forward) order, and
-    the type name of each module scope seen.
+    the type name of each module scope (and enclosing scope) seen.
+
+    A node's scope is its module's parent for a call_module node, else the innermost
+    module of its ``nn_module_stack`` (recorded by symbolic_trace and torch.export).
 
     Args:
         graph: the graph to draw.
@@ -135,14 +130,21 @@ def fx_map_nodes(graph: Any, owner: Any = None) -> tuple[list[MapNode], dict[str
     scope_types: dict[str, str] = {}
     for node in graph.nodes:
         inputs = sorted({index[n] for n in node.all_input_nodes if n in index})
-        scope, kind = _scope_of(node)
-        if kind is not None and scope:
-            scope_types.setdefault(scope, kind)
+        stack = node.meta.get("nn_module_stack") or {}
+        for path, kind in stack.values():
+            if path:
+                scope_types.setdefault(str(path), _type_name(kind))
+        if node.op == "call_module":
+            scope = str(node.target).rpartition(".")[0]
+        else:
+            scope = str(list(stack.values())[-1][0]) if stack else ""
         index[node] = len(out)
         out.append(MapNode(node_label(node), node.op, _target_text(node, owner),
                            tuple(inputs), scope))
     if owner is not None:
-        for scope in {n.scope for n in out} - scope_types.keys():
+        prefixes = {".".join(p[:d]) for n in out if n.scope
+                    for p in [n.scope.split(".")] for d in range(1, len(p) + 1)}
+        for scope in sorted(prefixes - scope_types.keys()):
             try:
                 scope_types[scope] = type(owner.get_submodule(scope)).__name__
             except AttributeError:
