@@ -34,7 +34,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MapFusion", "MapMiss", "MapNode", "fx_map_nodes", "node_label", "render_html"]
+from .report import node_label
+
+__all__ = ["MapFusion", "MapMiss", "MapNode", "fx_map_nodes", "render_html"]
 
 _BLOCK_MAX = 160  # nodes per module-scope block before it is split by sub-scope
 _MERGE_SMALL = 40  # sibling-scope runs smaller than this are merged into one block
@@ -90,12 +92,6 @@ class MapMiss:
     pattern: str
     nodes: tuple[int, ...]
     reason: str
-
-
-def node_label(node: Any) -> str:
-    """How pyfuse names a node to the user: the module path of a call_module node
-    (what the user wrote in the model), the node name otherwise."""
-    return str(node.target) if node.op == "call_module" else str(node.name)
 
 
 def _target_text(node: Any, owner: Any) -> str:
