@@ -3,7 +3,8 @@
 The main entry point is :func:`render_html`. It takes plain data (nodes in forward
 order with their inputs, the fusions, the near misses), so any flow producing those
 can draw its map: :func:`fx_map_nodes` turns a ``torch.fx.Graph`` (module-level or
-aten) into that data.
+aten; an ``ExportedProgram``'s weights folded with :func:`exported_folded`) into that
+data.
 
 The page needs no network: the SVG is drawn here, in Python, and a short inline
 script only makes it interactive (collapse, search, jump to a near miss). Opened
@@ -30,20 +31,21 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .report import node_label
 
-__all__ = ["MapFusion", "MapMiss", "MapNode", "fx_map_nodes", "render_html"]
+__all__ = ["MapFusion", "MapMiss", "MapNode", "exported_folded", "fx_map_nodes", "render_html"]
 
 _BLOCK_MAX = 160  # nodes per module-scope block before it is split by sub-scope
 _MERGE_SMALL = 40  # sibling-scope runs smaller than this are merged into one block
 _MAX_LANES = 8  # nodes side by side in a row; more move one row down
 _COLLAPSE_OVER = 1000  # graphs larger than this start with quiet blocks collapsed
-_NODE_W, _NODE_H = 172, 20
-_LANE_W, _ROW_H = 190, 30
+_NODE_W, _NODE_H = 196, 20
+_CHAR_W = 6.3  # mean advance of an 11px sans-serif character, to fit labels in a box
+_LANE_W, _ROW_H = 214, 30
 _HEAD_H, _STRIP_H, _GAP, _PAD = 22, 16, 10, 14
 _CHIP, _CHIPS_PER_ROW = 10, 64
 _BRACKET = 24  # how far a same-lane edge bows out to the right
@@ -109,7 +111,9 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", None) or str(kind).rpartition(".")[2]
 
 
-def fx_map_nodes(graph: Any, owner: Any = None) -> tuple[list[MapNode], dict[str, str]]:
+def fx_map_nodes(
+    graph: Any, owner: Any = None, folded: Collection[str] = ()
+) -> tuple[list[MapNode], dict[str, str]]:
     """The map's view of a ``torch.fx.Graph``: nodes in graph (forward) order, and
     the type name of each module scope (and enclosing scope) seen.
 
@@ -120,6 +124,8 @@ def fx_map_nodes(graph: Any, owner: Any = None) -> tuple[list[MapNode], dict[str
         graph: the graph to draw.
         owner: the module owning the graph's submodules (names call_module targets'
             types), or None.
+        folded: names of the nodes to fold into their users (an exported program's
+            parameter, buffer and constant inputs: see :func:`exported_folded`).
     """
     index: dict[Any, int] = {}
     out: list[MapNode] = []
@@ -136,7 +142,7 @@ def fx_map_nodes(graph: Any, owner: Any = None) -> tuple[list[MapNode], dict[str
             scope = str(list(stack.values())[-1][0]) if stack else ""
         index[node] = len(out)
         out.append(MapNode(node_label(node), node.op, _target_text(node, owner),
-                           tuple(inputs), scope))
+                           tuple(inputs), scope, node.name in folded))
     if owner is not None:
         prefixes = {".".join(p[:d]) for n in out if n.scope
                     for p in [n.scope.split(".")] for d in range(1, len(p) + 1)}
@@ -146,6 +152,13 @@ def fx_map_nodes(graph: Any, owner: Any = None) -> tuple[list[MapNode], dict[str
             except AttributeError:
                 continue
     return out, scope_types
+
+
+def exported_folded(program: Any) -> set[str]:
+    """Names of an ``ExportedProgram``'s placeholders that are not user inputs (its
+    parameters, buffers, constants): the map names them in their users' tooltips."""
+    return {spec.arg.name for spec in program.graph_signature.input_specs
+            if spec.kind.name != "USER_INPUT" and hasattr(spec.arg, "name")}
 
 
 # ---------------------------------------------------------------------------
@@ -578,11 +591,15 @@ class _Scene:
         cls = "n" + " fused" * (fusion is not None) + " nm" * bool(misses)
         if node.op in ("placeholder", "output", "get_attr"):
             cls += " io"
-        label = node.name if len(node.name) <= 26 else "…" + node.name[-25:]
-        target = _short(node.target, max(0, 31 - len(label)))
+        # the end of a long path tells most; squeeze what would overflow the box
+        label = node.name if len(node.name) <= 30 else "…" + node.name[-29:]
+        target = _short(node.target, max(0, 38 - len(label)))
+        room = _NODE_W - 12
+        fit = "" if (len(label) + len(target) + 1) * _CHAR_W <= room else (
+            f' textLength="{room}" lengthAdjust="spacingAndGlyphs"')
         out = (f'<g class="{cls}" id="n{self.ids[i]}" data-name="{_esc(node.name)}" '
                f'transform="translate({x},{y})"><title>{_esc(chr(10).join(tip))}</title>'
-               f'<rect width="{_NODE_W}" height="{_NODE_H}" rx="4"/><text x="6" y="14">'
+               f'<rect width="{_NODE_W}" height="{_NODE_H}" rx="4"/><text x="6" y="14"{fit}>'
                f'{_esc(label)} <tspan class="t">{_esc(target)}</tspan></text>')
         if misses:
             out += (f'<circle class="badge" cx="{_NODE_W}" cy="0" r="7"/>'

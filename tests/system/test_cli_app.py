@@ -15,7 +15,7 @@ import torch
 
 import pyfuse
 from pyfuse.report import fusion_lines
-from tests.system.test_htmlmap import by_class, check_complete, parse
+from tests.support.htmldom import by_class, check_map, parse
 
 # A user's model file, as a new user writes it next to where they run pyfuse.
 MODEL_FILE = '''\
@@ -235,7 +235,7 @@ def test_to_html_draws_what_explain_reports():
                for f, ids in zip(ex.fused, ex.graph.fused, strict=True)]
     misses = [MapMiss(s.pattern, ids, s.reason)
               for s, ids in zip(ex.near_misses, ex.graph.near_misses, strict=True)]
-    check_complete(page, nodes, fusions, misses)
+    check_map(page, nodes, fusions, misses)
     for f, ids in zip(ex.fused, ex.graph.fused, strict=True):
         assert tuple(nodes[i].name for i in ids) == f.nodes
     for s, ids in zip(ex.near_misses, ex.graph.near_misses, strict=True):

@@ -9,90 +9,20 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
 
-from pyfuse.htmlmap import MapFusion, MapMiss, MapNode, fx_map_nodes, render_html
-
-# ---------------------------------------------------------------------------
-# A small DOM from html.parser: enough to check groups, attributes and titles.
-
-_VOID = {"meta", "br", "input", "img", "link", "hr", "source", "wbr", "area", "base", "col",
-         "embed", "param", "track"}
-
-
-@dataclass
-class El:
-    tag: str
-    attrs: dict[str, str]
-    parent: El | None
-    children: list[El] = field(default_factory=list)
-    text: str = ""
-
-    @property
-    def classes(self) -> set[str]:
-        return set(self.attrs.get("class", "").split())
-
-    def walk(self):
-        yield self
-        for c in self.children:
-            yield from c.walk()
-
-    def title(self) -> str:
-        return next((c.text for c in self.children if c.tag == "title"), "")
-
-    def all_text(self) -> str:
-        return self.text + "".join(c.all_text() for c in self.children)
-
-
-class _Dom(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = El("#root", {}, None)
-        self.cur = self.root
-
-    def handle_starttag(self, tag, attrs):
-        el = El(tag, {k: v or "" for k, v in attrs}, self.cur)
-        self.cur.children.append(el)
-        if tag not in _VOID:
-            self.cur = el
-
-    def handle_startendtag(self, tag, attrs):
-        self.cur.children.append(El(tag, {k: v or "" for k, v in attrs}, self.cur))
-
-    def handle_endtag(self, tag):
-        el = self.cur
-        while el is not None and el.tag != tag:
-            el = el.parent
-        assert el is not None, f"unbalanced </{tag}>"
-        assert el.parent is not None, f"unbalanced </{tag}>"
-        self.cur = el.parent
-
-    def handle_data(self, data):
-        self.cur.text += data
-
-
-def parse(page: str) -> El:
-    dom = _Dom()
-    dom.feed(page)
-    dom.close()
-    assert dom.cur is dom.root, f"unclosed <{dom.cur.tag}>"
-    return dom.root
-
-
-def by_class(root: El, cls: str) -> list[El]:
-    return [e for e in root.walk() if cls in e.classes]
-
-
-def translate(el: El) -> tuple[float, float]:
-    m = re.fullmatch(r"translate\(([-\d.]+),([-\d.]+)\)", el.attrs.get("transform", ""))
-    assert m, el.attrs
-    return float(m[1]), float(m[2])
-
+from pyfuse.htmlmap import (
+    MapFusion,
+    MapMiss,
+    MapNode,
+    exported_folded,
+    fx_map_nodes,
+    render_html,
+)
+from tests.support.htmldom import by_class, check_map, parse, translate
 
 # ---------------------------------------------------------------------------
 # Graphs as plain data
@@ -136,47 +66,6 @@ def resnet_like(blocks: int, *, miss_every: int = 0) -> tuple[list[MapNode], lis
     return nodes, fusions, misses
 
 
-def check_complete(page: str, nodes, fusions, misses) -> El:
-    """Every node once, every fusion a group of exactly its nodes, every near miss a
-    group carrying its reason (attribute, hover title, members' titles, side list)."""
-    root = parse(page)
-    node_els = by_class(root, "n")
-    assert sorted(int(e.attrs["id"][1:]) for e in node_els) == [
-        i for i, n in enumerate(nodes) if not n.folded]
-    names = {e.attrs["id"]: e.attrs["data-name"] for e in node_els}
-    assert all(names[f"n{i}"] == n.name for i, n in enumerate(nodes) if not n.folded)
-
-    groups = by_class(root, "fusion")
-    assert sorted(int(g.attrs["data-fusion"]) for g in groups) == list(range(len(fusions)))
-    for g in groups:
-        f = fusions[int(g.attrs["data-fusion"])]
-        assert g.tag == "g"
-        assert g.attrs["data-pattern"] == f.pattern
-        assert g.attrs["data-fused"] == f.fused_type
-        members = sorted(int(e.attrs["id"][1:]) for e in by_class(g, "n"))
-        assert members == sorted(f.nodes)
-        assert f.pattern in g.title()
-        assert all("fused" in e.classes for e in by_class(g, "n"))
-
-    miss_els = by_class(root, "miss")
-    miss_groups = [e for e in miss_els if e.tag == "g"]
-    assert sorted(int(g.attrs["data-miss"]) for g in miss_groups) == list(range(len(misses)))
-    by_id = {e.attrs["id"]: e for e in node_els}
-    side = {int(li.attrs["data-miss"]): li for li in root.walk()
-            if li.tag == "li" and "data-miss" in li.attrs}
-    for g in miss_groups:
-        m = misses[int(g.attrs["data-miss"])]
-        assert g.attrs["data-reason"] == m.reason
-        assert g.attrs["data-pattern"] == m.pattern
-        assert m.reason in g.title()
-        for i in m.nodes:
-            member = by_id[f"n{i}"]
-            assert "nm" in member.classes
-            assert m.reason in member.title()
-        assert m.reason in side[int(g.attrs["data-miss"])].all_text()
-    return root
-
-
 # ---------------------------------------------------------------------------
 
 
@@ -184,7 +73,7 @@ def test_every_fusion_and_every_near_miss_reason_is_in_the_map():
     nodes, fusions, misses = resnet_like(12, miss_every=4)
     assert len(misses) == 3
     page = render_html(nodes, fusions, misses, title="resnet-like <test>")
-    root = check_complete(page, nodes, fusions, misses)
+    root = check_map(page, nodes, fusions, misses)
     assert next(e for e in root.walk() if e.tag == "title").text == "resnet-like <test>"
     legend = " ".join(li.all_text() for li in root.walk()
                       if li.tag == "li" and li.parent is not None
@@ -195,7 +84,7 @@ def test_every_fusion_and_every_near_miss_reason_is_in_the_map():
 
 def test_a_near_miss_twin_without_misses_says_none():
     nodes, fusions, _ = resnet_like(3)
-    root = check_complete(render_html(nodes, fusions, []), nodes, fusions, [])
+    root = check_map(render_html(nodes, fusions, []), nodes, fusions, [])
     assert not by_class(root, "nm")
     assert "0 near misses" in root.all_text()
 
@@ -252,7 +141,7 @@ def test_thousands_of_nodes_start_collapsed_except_where_a_near_miss_is():
     nodes, fusions, misses = resnet_like(700, miss_every=150)
     assert len(nodes) > 4000
     page = render_html(nodes, fusions, misses)
-    root = check_complete(page, nodes, fusions, misses)
+    root = check_map(page, nodes, fusions, misses)
     blocks = by_class(root, "blk")
     data = json.loads(next(e for e in root.walk() if e.attrs.get("id") == "map-data").text)
     assert len(data["blocks"]) == len(blocks)
@@ -290,7 +179,7 @@ def test_one_fusion_across_module_scopes_is_one_group():
         MapNode("output", "output", "output", (3,)),
     ]
     fusions = [MapFusion("Conv2d -> BatchNorm2d -> ReLU", (1, 2, 3), "ConvReLU2d")]
-    root = check_complete(render_html(nodes, fusions, []), nodes, fusions, [])
+    root = check_map(render_html(nodes, fusions, []), nodes, fusions, [])
     (group,) = by_class(root, "fusion")
     assert len({id(b) for b in by_class(root, "blk") if group in list(b.walk())}) == 1
 
@@ -305,7 +194,7 @@ def test_folded_parameter_inputs_are_named_by_their_users():
     ]
     fusions = [MapFusion("conv2d -> batch_norm", (0, 2, 3), "folded")]
     page = render_html(nodes, fusions, [])
-    root = check_complete(page, nodes, [MapFusion("conv2d -> batch_norm", (2, 3), "folded")], [])
+    root = check_map(page, nodes, [MapFusion("conv2d -> batch_norm", (2, 3), "folded")], [])
     conv = next(e for e in by_class(root, "n") if e.attrs["id"] == "n2")
     assert "reads p_conv_weight" in conv.title()
     assert 'data-name="p_conv_weight"' not in page
@@ -329,7 +218,7 @@ def test_bad_input_is_a_clear_error(fusions, misses, nodes, message):
 
 
 def test_fx_graphs_become_map_nodes_named_as_the_user_wrote_them():
-    from tests.corpus import MODELS_BY_NAME
+    from tests.support.corpus import MODELS_BY_NAME
 
     gm = torch.fx.symbolic_trace(MODELS_BY_NAME["resnet18"].factory().eval())
     nodes, scope_types = fx_map_nodes(gm.graph, gm)
@@ -349,6 +238,25 @@ def test_fx_graphs_become_map_nodes_named_as_the_user_wrote_them():
     assert adds[0].scope == "layer1.0"
     assert scope_types["layer1.0"] == "BasicBlock"
     assert scope_types["layer1"] == "Sequential"
+
+
+def test_exported_programs_draw_with_their_weights_folded():
+    from tests.support.corpus import MODELS_BY_NAME
+
+    case = MODELS_BY_NAME["resnet18"]
+    program = torch.export.export(case.factory().eval(), case.example_inputs_factory())
+    folded = exported_folded(program)
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    assert len(folded) == len(placeholders) - 1  # all but the image input x
+    nodes, scope_types = fx_map_nodes(program.graph, program.graph_module, folded)
+    assert [n.name for n in nodes if n.folded] == [n.name for n in placeholders
+                                                   if n.name in folded]
+    convs = [i for i, n in enumerate(nodes) if n.target == "conv2d.default"]
+    assert scope_types["layer1.0"] == "BasicBlock"
+    page = render_html(nodes, [], [])
+    root = check_map(page, nodes, [], [])
+    first = next(e for e in by_class(root, "n") if e.attrs["id"] == f"n{convs[0]}")
+    assert "reads p_conv1_weight" in first.title()
 
 
 # ---------------------------------------------------------------------------
