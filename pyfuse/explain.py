@@ -125,9 +125,12 @@ def explain(
     out = Explanation(report.fused, list(report.skipped))
     misses, missed = _near_misses(gm, flat, fusions, plan, is_qat)
     out.near_misses += misses
-    out.graph = _MapData(*fx_map_nodes(gm.graph, gm),
-                         [tuple(sorted(f.match.ids)) for f in fusions],
-                         [tuple(sorted(m.ids)) for m in skipped + missed])
+    position = {n: i for i, n in enumerate(gm.graph.nodes)}
+    out.graph = _MapData(
+        *fx_map_nodes(gm.graph, gm),
+        [tuple(sorted(position[n] for n in f.match.claimed)) for f in fusions],
+        [tuple(sorted(position[n] for n in m.claimed)) for m in skipped + missed],
+    )
     return out
 
 
