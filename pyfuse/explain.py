@@ -42,12 +42,18 @@ class Explanation:
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{len(self.fused)} fusion(s):"]
         for k, r in enumerate(rows):
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+            lines.append(
+                "  "
+                + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            )
             if k == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
         if self.near_misses:
             lines.append(f"{len(self.near_misses)} near miss(es):")
-            lines += [f"  {s.pattern} at {', '.join(s.nodes)}: {s.reason}" for s in self.near_misses]
+            lines += [
+                f"  {s.pattern} at {', '.join(s.nodes)}: {s.reason}"
+                for s in self.near_misses
+            ]
         else:
             lines.append("no near misses")
         return "\n".join(lines)
@@ -72,7 +78,11 @@ def explain(
     from .fx.plan import configs, plan_for
 
     _, backend_config = configs(None, backend_config)
-    gm = model if isinstance(model, torch.fx.GraphModule) else torch.fx.symbolic_trace(model)
+    gm = (
+        model
+        if isinstance(model, torch.fx.GraphModule)
+        else torch.fx.symbolic_trace(model)
+    )
     plan = plan_for(backend_config)
     report = FuseReport()
     flat, fusions, failure = analyze(gm, is_qat, plan, report)
@@ -95,7 +105,10 @@ def _near_misses(
     out: list[Skipped] = []
     fused_nodes = {n for f in fusions for n in f.match.claimed}
     relaxed = _core.FlatGraph(
-        flat.graph.label, [min(u, 1) for u in flat.graph.users], flat.graph.arg_off, flat.graph.arg
+        flat.graph.label,
+        [min(u, 1) for u in flat.graph.users],
+        flat.graph.arg_off,
+        flat.graph.arg,
     )
     modules = Modules(gm)
     relaxed_flat = Flat(relaxed, flat.nodes, flat.modules, flat.get_attrs)

@@ -54,7 +54,11 @@ log = logging.getLogger("pyfuse")
 
 
 def _fuse(
-    model: GraphModule, is_qat: bool, backend_config: Any, lazy: bool, return_report: bool
+    model: GraphModule,
+    is_qat: bool,
+    backend_config: Any,
+    lazy: bool,
+    return_report: bool,
 ) -> GraphModule | tuple[GraphModule, FuseReport]:
     plan = plan_for(backend_config)
     report = FuseReport()
@@ -150,7 +154,9 @@ def fuse_fx(
     from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
 
     if not isinstance(model, torch.nn.Module):
-        raise ModuleRequired(f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}")
+        raise ModuleRequired(
+            f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}"
+        )
     fuse_custom_config = fuse_custom_config_of(fuse_custom_config, stacklevel=2)
     preserved = {
         a: getattr(model, a)
@@ -158,7 +164,9 @@ def fuse_fx(
         if hasattr(model, a)
     }
     traced = torch.fx.symbolic_trace(model)
-    out: GraphModule = fuse(traced, False, fuse_custom_config, backend_config, lazy=lazy)
+    out: GraphModule = fuse(
+        traced, False, fuse_custom_config, backend_config, lazy=lazy
+    )
     attach_preserved_attrs_to_model(out, preserved)
     return out
 
@@ -207,7 +215,10 @@ def analyze(
             )
             report.skipped.append(skipped)
             log.warning(
-                "pyfuse: not fusing %s at %s: %s", skipped.pattern, skipped.nodes, reason
+                "pyfuse: not fusing %s at %s: %s",
+                skipped.pattern,
+                skipped.nodes,
+                reason,
             )
 
 
