@@ -174,7 +174,7 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
             sizes = [w.shape[0] for w in ws]
             for item, fw, fb in zip(
                 items,
-                fused_w.split(sizes),
+                fused_w.split(sizes),  # type: ignore[no-untyped-call]
                 fused_b.split(sizes),  # type: ignore[no-untyped-call]
                 strict=True,
             ):
