@@ -52,7 +52,9 @@ def _import_factory(spec: str, app_dir: str | None) -> Any:
     packages. ``path/to/file.py:ATTR`` imports that file's directory's module."""
     mod_name, sep, attr = spec.partition(":")
     if not sep or not mod_name or not attr:
-        raise CliError(f"model must be given as MODULE:FACTORY (e.g. models:resnet50), got {spec!r}")
+        raise CliError(
+            f"model must be given as MODULE:FACTORY (e.g. models:resnet50), got {spec!r}"
+        )
     if mod_name.endswith(".py"):
         path = Path(mod_name)
         app_dir, mod_name = str(path.parent), path.stem
@@ -63,13 +65,17 @@ def _import_factory(spec: str, app_dir: str | None) -> Any:
     try:
         module = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
-        if e.name is not None and (mod_name == e.name or mod_name.startswith(e.name + ".")):
+        if e.name is not None and (
+            mod_name == e.name or mod_name.startswith(e.name + ".")
+        ):
             origin = "" if app_dir else " (the current directory)"
             raise CliError(
                 f"cannot load {spec!r}: no module {e.name!r} in {where}{origin} or in the "
                 "installed packages; run pyfuse where the file is, or pass --app-dir DIR"
             ) from None
-        raise CliError(f"cannot load {spec!r}: importing {mod_name!r} failed: {e}") from None
+        raise CliError(
+            f"cannot load {spec!r}: importing {mod_name!r} failed: {e}"
+        ) from None
     except Exception as e:  # noqa: BLE001 (the user's module failed: one line for the user)
         raise CliError(
             f"cannot load {spec!r}: importing {mod_name!r} failed: {type(e).__name__}: {e}"
@@ -102,7 +108,9 @@ def _load_model(spec: str | None, qat: bool, app_dir: str | None = None) -> Any:
     try:
         return torch.fx.symbolic_trace(model)
     except Exception as e:  # noqa: BLE001 (any tracing failure is one line for the user)
-        raise CliError(f"cannot trace the model with torch.fx: {type(e).__name__}: {e}") from None
+        raise CliError(
+            f"cannot trace the model with torch.fx: {type(e).__name__}: {e}"
+        ) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -122,7 +130,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         ref_out = reference_fuse(a, args.qat, backend_config=backend)
         t1 = time.perf_counter()
-        out, report = pyfuse.fuse(b, args.qat, backend_config=backend, return_report=True)
+        out, report = pyfuse.fuse(
+            b, args.qat, backend_config=backend, return_report=True
+        )
         t2 = time.perf_counter()
         times["reference"].append(t1 - t0)
         times["pyfuse"].append(t2 - t1)
@@ -133,22 +143,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "modules": [(n, type(m)) for n, m in ref_out.named_modules()][1:]
         == [(n, type(m)) for n, m in out.named_modules()][1:],
         "state_dict": list(ref_out.state_dict()) == list(out.state_dict())
-        and all(torch.equal(v, out.state_dict()[k]) for k, v in ref_out.state_dict().items()),
+        and all(
+            torch.equal(v, out.state_dict()[k]) for k, v in ref_out.state_dict().items()
+        ),
     }
     (x,) = example_inputs()
     with torch.no_grad():
         checks["outputs"] = torch.equal(ref_out.eval()(x), out.eval()(x))
     n_nodes = len(traced.graph.nodes)
-    print(f"model: built-in ResNet-18-style, {n_nodes} FX nodes, "
-          f"{'QAT' if args.qat else 'eval'}, backend {args.backend}")
+    print(
+        f"model: built-in ResNet-18-style, {n_nodes} FX nodes, "
+        f"{'QAT' if args.qat else 'eval'}, backend {args.backend}"
+    )
     print(f"fused {len(report.fused)} chains:")
     _print_report(report)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    print(f"reference fuse: {med['reference'] * 1e3:8.2f} ms (median of {args.repeats})")
-    print(f"pyfuse fuse:    {med['pyfuse'] * 1e3:8.2f} ms  ({med['reference'] / med['pyfuse']:.1f}x faster)")
+    print(
+        f"reference fuse: {med['reference'] * 1e3:8.2f} ms (median of {args.repeats})"
+    )
+    print(
+        f"pyfuse fuse:    {med['pyfuse'] * 1e3:8.2f} ms  ({med['reference'] / med['pyfuse']:.1f}x faster)"
+    )
     ok = all(checks.values())
-    print("identical to the reference: " + ("yes" if ok else "NO") + " ("
-          + ", ".join(f"{k} {'ok' if v else 'DIFFERS'}" for k, v in checks.items()) + ")")
+    print(
+        "identical to the reference: "
+        + ("yes" if ok else "NO")
+        + " ("
+        + ", ".join(f"{k} {'ok' if v else 'DIFFERS'}" for k, v in checks.items())
+        + ")"
+    )
     return 0 if ok else 1
 
 
@@ -188,24 +211,35 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
     gm = _load_model(args.model, args.qat, args.app_dir)
     n_before = len(gm.graph.nodes)
-    out, report = pyfuse.fuse(gm, args.qat, backend_config=_backend(args.backend), return_report=True)
+    out, report = pyfuse.fuse(
+        gm, args.qat, backend_config=_backend(args.backend), return_report=True
+    )
     saved_as = "GraphModule"
     if args.out:
         try:
             torch.save(out, args.out)
         except Exception:  # noqa: BLE001 (torch cannot pickle some GraphModules)
             torch.save({"code": out.code, "state_dict": out.state_dict()}, args.out)
-            saved_as = "dict of code and state_dict (torch could not pickle the GraphModule)"
+            saved_as = (
+                "dict of code and state_dict (torch could not pickle the GraphModule)"
+            )
     if args.json:
-        print(json.dumps({
-            "nodes_before": n_before,
-            "nodes_after": len(out.graph.nodes),
-            "fused": [vars(f) for f in report.fused],
-            "skipped": [vars(s) for s in report.skipped],
-            "out": args.out,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "nodes_before": n_before,
+                    "nodes_after": len(out.graph.nodes),
+                    "fused": [vars(f) for f in report.fused],
+                    "skipped": [vars(s) for s in report.skipped],
+                    "out": args.out,
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"fused {len(report.fused)} chains; {n_before} -> {len(out.graph.nodes)} nodes")
+        print(
+            f"fused {len(report.fused)} chains; {n_before} -> {len(out.graph.nodes)} nodes"
+        )
         _print_report(report)
         if args.out:
             print(f"saved to {args.out}: {saved_as}")
@@ -218,25 +252,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="pyfuse", description="Exact, fast FX fusion.")
+    parser = argparse.ArgumentParser(
+        prog="pyfuse", description="Exact, fast FX fusion."
+    )
     sub = parser.add_subparsers(dest="cmd")
-    demo = sub.add_parser("demo", help="fuse the built-in model with pyfuse and torch, compare")
+    demo = sub.add_parser(
+        "demo", help="fuse the built-in model with pyfuse and torch, compare"
+    )
     demo.add_argument("--repeats", type=int, default=5)
-    for name, p in [("demo", demo),
-                    ("explain", sub.add_parser("explain", help="what would fuse, and near misses")),
-                    ("fuse", sub.add_parser("fuse", help="fuse a model"))]:
+    for name, p in [
+        ("demo", demo),
+        ("explain", sub.add_parser("explain", help="what would fuse, and near misses")),
+        ("fuse", sub.add_parser("fuse", help="fuse a model")),
+    ]:
         if name != "demo":
-            p.add_argument("model", nargs="?", help="MODULE:FACTORY returning an nn.Module "
-                           "(MODULE from the current directory, then the installed packages)")
-            p.add_argument("--app-dir", metavar="DIR",
-                           help="import MODULE from DIR instead of the current directory")
-            p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("--qat", action="store_true", help="QAT fusion (model in train mode)")
+            p.add_argument(
+                "model",
+                nargs="?",
+                help="MODULE:FACTORY returning an nn.Module "
+                "(MODULE from the current directory, then the installed packages)",
+            )
+            p.add_argument(
+                "--app-dir",
+                metavar="DIR",
+                help="import MODULE from DIR instead of the current directory",
+            )
+            p.add_argument(
+                "--json", action="store_true", help="machine-readable output"
+            )
+        p.add_argument(
+            "--qat", action="store_true", help="QAT fusion (model in train mode)"
+        )
         p.add_argument("--backend", choices=BACKENDS, default="native")
-    sub.choices["fuse"].add_argument("--out", help="save the fused GraphModule (torch.save)")
+    sub.choices["fuse"].add_argument(
+        "--out", help="save the fused GraphModule (torch.save)"
+    )
     sub.choices["explain"].add_argument(
-        "--html", metavar="FILE",
-        help="write the fusion map: one self-contained HTML page of the graph")
+        "--html",
+        metavar="FILE",
+        help="write the fusion map: one self-contained HTML page of the graph",
+    )
     sub.add_parser("bench", help="benchmark table (see pyfuse bench --help)")
     args = parser.parse_args(argv or ["demo"])
     handlers = {"demo": _cmd_demo, "explain": _cmd_explain, "fuse": _cmd_fuse}

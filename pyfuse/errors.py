@@ -6,6 +6,8 @@ same situation, so code written against torch's pass keeps catching it.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "ErasedInput",
     "FusionError",
@@ -14,6 +16,7 @@ __all__ = [
     "ModuleRequired",
     "NotAModule",
     "PatternError",
+    "add_note",
 ]
 
 
@@ -53,3 +56,22 @@ class PatternError(ValueError):
 class MalformedGetattr(PatternError, AssertionError):
     """A getattr pattern without exactly two elements (an AssertionError too, as the
     reference rejects it with one)."""
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add `note` to `exc` where the user sees it: ``exc.add_note(note)`` on Python
+    3.11+; on 3.10, which has no notes, the note is appended to the message (the
+    first argument, when it is a string; else as one more argument) and to
+    ``exc.__notes__`` (for code that reads them)."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+        return
+    notes = getattr(exc, "__notes__", None)
+    if not isinstance(notes, list):
+        notes = exc.__notes__ = []  # type: ignore[attr-defined]  # (a 3.10 exception has none)
+    notes.append(note)
+    args = exc.args
+    if args and isinstance(args[0], str):
+        exc.args = (f"{args[0]}\n{note}", *args[1:])
+    else:
+        exc.args = (*args, note)

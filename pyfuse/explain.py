@@ -54,7 +54,9 @@ class Explanation:
             "near_misses": [vars(s) for s in self.near_misses],
         }
 
-    def to_html(self, title: str = "pyfuse fusion map", collapse: bool | None = None) -> str:
+    def to_html(
+        self, title: str = "pyfuse fusion map", collapse: bool | None = None
+    ) -> str:
         """The fusion map: one self-contained HTML page drawing the graph in forward
         order, each fusion a coloured group, each near miss marked with its reason.
 
@@ -66,13 +68,25 @@ class Explanation:
         from .htmlmap import MapFusion, MapMiss, render_html
 
         if self.graph is None:
-            raise ValueError("this Explanation has no graph to draw: make it with pyfuse.explain()")
-        fusions = [MapFusion(f.pattern, ids, f.fused_type)
-                   for f, ids in zip(self.fused, self.graph.fused, strict=True)]
-        misses = [MapMiss(s.pattern, ids, s.reason)
-                  for s, ids in zip(self.near_misses, self.graph.near_misses, strict=True)]
-        return render_html(self.graph.nodes, fusions, misses, title=title,
-                           scope_types=self.graph.scope_types, collapse=collapse)
+            raise ValueError(
+                "this Explanation has no graph to draw: make it with pyfuse.explain()"
+            )
+        fusions = [
+            MapFusion(f.pattern, ids, f.fused_type)
+            for f, ids in zip(self.fused, self.graph.fused, strict=True)
+        ]
+        misses = [
+            MapMiss(s.pattern, ids, s.reason)
+            for s, ids in zip(self.near_misses, self.graph.near_misses, strict=True)
+        ]
+        return render_html(
+            self.graph.nodes,
+            fusions,
+            misses,
+            title=title,
+            scope_types=self.graph.scope_types,
+            collapse=collapse,
+        )
 
     def __str__(self) -> str:
         lines = [f"{len(self.fused)} fusion(s):", *fusion_lines(self.fused)]
@@ -115,7 +129,11 @@ def explain(
     from .htmlmap import fx_map_nodes
 
     _, backend_config = configs(None, backend_config)
-    gm = model if isinstance(model, torch.fx.GraphModule) else torch.fx.symbolic_trace(model)
+    gm = (
+        model
+        if isinstance(model, torch.fx.GraphModule)
+        else torch.fx.symbolic_trace(model)
+    )
     plan = plan_for(backend_config)
     report = FuseReport()
     skipped: list[Match] = []
@@ -148,7 +166,10 @@ def _near_misses(
     matches: list[Match] = []
     fused_nodes = {n for f in fusions for n in f.match.claimed}
     relaxed = _core.FlatGraph(
-        flat.graph.label, [min(u, 1) for u in flat.graph.users], flat.graph.arg_off, flat.graph.arg
+        flat.graph.label,
+        [min(u, 1) for u in flat.graph.users],
+        flat.graph.arg_off,
+        flat.graph.arg,
     )
     modules = Modules(gm)
     relaxed_flat = Flat(relaxed, flat.nodes, flat.modules, flat.get_attrs)
@@ -157,13 +178,17 @@ def _near_misses(
             continue
         busy = [n for n in m.claimed if n is not m.last and len(n.users) > 1]
         if busy:
-            reason = "; ".join(f"{node_label(n)} has {len(n.users)} users" for n in busy)
+            reason = "; ".join(
+                f"{node_label(n)} has {len(n.users)} users" for n in busy
+            )
         else:
             try:
                 prepare(plan, m, relaxed_flat, modules, is_qat)
                 continue
             except AssertionError as e:
                 reason = str(e).strip()
-        out.append(Skipped(pattern_name(m.pattern), forward_labels(m.ids, m.claimed), reason))
+        out.append(
+            Skipped(pattern_name(m.pattern), forward_labels(m.ids, m.claimed), reason)
+        )
         matches.append(m)
     return out, matches

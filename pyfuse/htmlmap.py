@@ -37,7 +37,14 @@ from typing import Any
 
 from .report import node_label
 
-__all__ = ["MapFusion", "MapMiss", "MapNode", "exported_folded", "fx_map_nodes", "render_html"]
+__all__ = [
+    "MapFusion",
+    "MapMiss",
+    "MapNode",
+    "exported_folded",
+    "fx_map_nodes",
+    "render_html",
+]
 
 _BLOCK_MAX = 160  # nodes per module-scope block before it is split by sub-scope
 _MERGE_SMALL = 40  # sibling-scope runs smaller than this are merged into one block
@@ -51,8 +58,18 @@ _CHIP, _CHIPS_PER_ROW = 10, 64
 _BRACKET = 24  # how far a same-lane edge bows out to the right
 _MISS = "#d62728"
 _PALETTE = (
-    "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#17becf", "#8c564b",
-    "#e377c2", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
+    "#1f77b4",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#7f7f7f",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
 )
 
 
@@ -141,11 +158,24 @@ def fx_map_nodes(
         else:
             scope = str(list(stack.values())[-1][0]) if stack else ""
         index[node] = len(out)
-        out.append(MapNode(node_label(node), node.op, _target_text(node, owner),
-                           tuple(inputs), scope, node.name in folded))
+        out.append(
+            MapNode(
+                node_label(node),
+                node.op,
+                _target_text(node, owner),
+                tuple(inputs),
+                scope,
+                node.name in folded,
+            )
+        )
     if owner is not None:
-        prefixes = {".".join(p[:d]) for n in out if n.scope
-                    for p in [n.scope.split(".")] for d in range(1, len(p) + 1)}
+        prefixes = {
+            ".".join(p[:d])
+            for n in out
+            if n.scope
+            for p in [n.scope.split(".")]
+            for d in range(1, len(p) + 1)
+        }
         for scope in sorted(prefixes - scope_types.keys()):
             try:
                 scope_types[scope] = type(owner.get_submodule(scope)).__name__
@@ -157,8 +187,11 @@ def fx_map_nodes(
 def exported_folded(program: Any) -> set[str]:
     """Names of an ``ExportedProgram``'s placeholders that are not user inputs (its
     parameters, buffers, constants): the map names them in their users' tooltips."""
-    return {spec.arg.name for spec in program.graph_signature.input_specs
-            if spec.kind.name != "USER_INPUT" and hasattr(spec.arg, "name")}
+    return {
+        spec.arg.name
+        for spec in program.graph_signature.input_specs
+        if spec.kind.name != "USER_INPUT" and hasattr(spec.arg, "name")
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -229,16 +262,18 @@ def _block_bounds(keys: Sequence[str], spans: Iterable[tuple[int, int]]) -> list
     merged = [0]
     for k in range(1, len(starts) - 1):
         lo, mid, hi = merged[-1], starts[k], starts[k + 1]
-        siblings = bool(keys[lo]) and (keys[lo].rpartition(".")[0]
-                                       == keys[mid].rpartition(".")[0])
+        siblings = bool(keys[lo]) and (
+            keys[lo].rpartition(".")[0] == keys[mid].rpartition(".")[0]
+        )
         small = mid - starts[k - 1] < _MERGE_SMALL and hi - mid < _MERGE_SMALL
         if not (siblings and small and hi - lo <= _BLOCK_MAX):
             merged.append(mid)
     return [*merged, count]
 
 
-def _block_label(keys: Sequence[str], start: int, stop: int,
-                 scope_types: Mapping[str, str]) -> str:
+def _block_label(
+    keys: Sequence[str], start: int, stop: int, scope_types: Mapping[str, str]
+) -> str:
     runs = list(dict.fromkeys(keys[start:stop]))
     common = runs[0].split(".") if runs[0] else []
     for key in runs[1:]:
@@ -248,8 +283,11 @@ def _block_label(keys: Sequence[str], start: int, stop: int,
             k += 1
         common = common[:k]
     head = ".".join(common)
-    if len(runs) > 1 and all(runs) and all(len(r.split(".")) == len(common) + 1
-                                          for r in runs):
+    if (
+        len(runs) > 1
+        and all(runs)
+        and all(len(r.split(".")) == len(common) + 1 for r in runs)
+    ):
         return f"{runs[0]} … {runs[-1]}"  # merged siblings
     if not head:
         names = [r or "(top level)" for r in runs]
@@ -258,8 +296,9 @@ def _block_label(keys: Sequence[str], start: int, stop: int,
     return f"{head} ({kind})" if kind else head
 
 
-def _layout(nodes: Sequence[MapNode], block_of: list[int],
-            starts: list[int]) -> list[tuple[int, int]]:
+def _layout(
+    nodes: Sequence[MapNode], block_of: list[int], starts: list[int]
+) -> list[tuple[int, int]]:
     """(x, y) of every node inside its block's body (step 2)."""
     n = len(nodes)
     rank = [0] * n
@@ -274,7 +313,9 @@ def _layout(nodes: Sequence[MapNode], block_of: list[int],
                     first_user[j] = i
         rank[i] = r
     for i, node in enumerate(nodes):  # sources sit just above their first user
-        if first_user[i] >= 0 and not any(block_of[j] == block_of[i] for j in node.inputs):
+        if first_user[i] >= 0 and not any(
+            block_of[j] == block_of[i] for j in node.inputs
+        ):
             rank[i] = max(0, rank[first_user[i]] - 1)
     lane = [0] * n
     pos: list[tuple[int, int]] = [(0, 0)] * n
@@ -368,32 +409,51 @@ def render_html(
     return _page(title, scene.svg(), scene.payload(), scene.sidebar())
 
 
-def _check(nodes: Sequence[MapNode], fusions: Sequence[MapFusion],
-           near_misses: Sequence[MapMiss]) -> None:
+def _check(
+    nodes: Sequence[MapNode],
+    fusions: Sequence[MapFusion],
+    near_misses: Sequence[MapMiss],
+) -> None:
     count = len(nodes)
     for what, groups in (("fusion", fusions), ("near miss", near_misses)):
         for g in groups:
             bad = [i for i in g.nodes if not 0 <= i < count]
             if bad or not g.nodes:
-                raise ValueError(f"{what} {g.pattern!r} refers to nodes {bad or '()'} "
-                                 f"outside the {count} nodes given")
+                raise ValueError(
+                    f"{what} {g.pattern!r} refers to nodes {bad or '()'} "
+                    f"outside the {count} nodes given"
+                )
             if all(nodes[i].folded for i in g.nodes):
-                raise ValueError(f"{what} {g.pattern!r} has only folded nodes: nothing to draw")
+                raise ValueError(
+                    f"{what} {g.pattern!r} has only folded nodes: nothing to draw"
+                )
     for i, node in enumerate(nodes):
         late = [j for j in node.inputs if not 0 <= j < i]
         if late:
-            raise ValueError(f"node {i} ({node.name}) reads nodes {late}: inputs must be "
-                             "earlier nodes (forward order)")
+            raise ValueError(
+                f"node {i} ({node.name}) reads nodes {late}: inputs must be "
+                "earlier nodes (forward order)"
+            )
 
 
 def _fold(
-    nodes: Sequence[MapNode], fusions: Sequence[MapFusion], near_misses: Sequence[MapMiss],
-) -> tuple[list[int], list[MapNode], list[MapFusion], list[MapMiss], dict[int, list[str]]]:
+    nodes: Sequence[MapNode],
+    fusions: Sequence[MapFusion],
+    near_misses: Sequence[MapMiss],
+) -> tuple[
+    list[int], list[MapNode], list[MapFusion], list[MapMiss], dict[int, list[str]]
+]:
     """Drop the folded nodes: (original index of each node drawn, the nodes drawn with
     inputs renumbered, fusions and near misses renumbered, drawn node -> folded inputs'
     names)."""
     if not any(n.folded for n in nodes):
-        return list(range(len(nodes))), list(nodes), list(fusions), list(near_misses), {}
+        return (
+            list(range(len(nodes))),
+            list(nodes),
+            list(fusions),
+            list(near_misses),
+            {},
+        )
     new: dict[int, int] = {}
     ids: list[int] = []
     view: list[MapNode] = []
@@ -406,14 +466,26 @@ def _fold(
         if folded:
             reads[len(view)] = folded
         ids.append(i)
-        view.append(MapNode(node.name, node.op, node.target,
-                            tuple(new[j] for j in node.inputs if j in new), node.scope))
+        view.append(
+            MapNode(
+                node.name,
+                node.op,
+                node.target,
+                tuple(new[j] for j in node.inputs if j in new),
+                node.scope,
+            )
+        )
 
     def renumber(members: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(new[i] for i in members if i in new)
 
-    return (ids, view, [MapFusion(f.pattern, renumber(f.nodes), f.fused_type) for f in fusions],
-            [MapMiss(m.pattern, renumber(m.nodes), m.reason) for m in near_misses], reads)
+    return (
+        ids,
+        view,
+        [MapFusion(f.pattern, renumber(f.nodes), f.fused_type) for f in fusions],
+        [MapMiss(m.pattern, renumber(m.nodes), m.reason) for m in near_misses],
+        reads,
+    )
 
 
 def _plural(count: int, word: str, many: str = "s") -> str:
@@ -423,9 +495,15 @@ def _plural(count: int, word: str, many: str = "s") -> str:
 class _Scene:
     """The laid-out graph (drawn nodes only) and its SVG / sidebar / script data."""
 
-    def __init__(self, ids: list[int], nodes: list[MapNode], fusions: list[MapFusion],
-                 near_misses: list[MapMiss], reads: dict[int, list[str]],
-                 scope_types: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        ids: list[int],
+        nodes: list[MapNode],
+        fusions: list[MapFusion],
+        near_misses: list[MapMiss],
+        reads: dict[int, list[str]],
+        scope_types: Mapping[str, str],
+    ) -> None:
         self.ids, self.nodes, self.reads = ids, nodes, reads
         self.fusions, self.near_misses = fusions, near_misses
         spans = [(min(f.nodes), max(f.nodes)) for f in fusions]
@@ -440,7 +518,9 @@ class _Scene:
         self.scope_types = scope_types
         self.colour: dict[str, str] = {}
         for f in fusions:
-            self.colour.setdefault(f.pattern, _PALETTE[len(self.colour) % len(_PALETTE)])
+            self.colour.setdefault(
+                f.pattern, _PALETTE[len(self.colour) % len(_PALETTE)]
+            )
         self.fusion_of: dict[int, int] = {}
         self.fusions_in: dict[int, list[int]] = {}
         for k, f in enumerate(fusions):
@@ -454,8 +534,12 @@ class _Scene:
                 self.misses_of.setdefault(i, []).append(k)
             self.misses_in.setdefault(self.block_of[m.nodes[0]], []).append(k)
         self.blocks: list[_Block] = []
-        self.cross = [(j, i) for i, node in enumerate(nodes) for j in node.inputs
-                      if self.block_of[j] != self.block_of[i]]
+        self.cross = [
+            (j, i)
+            for i, node in enumerate(nodes)
+            for j in node.inputs
+            if self.block_of[j] != self.block_of[i]
+        ]
 
     def place_blocks(self, collapse: bool) -> None:
         """Size the blocks and stack them (step 3)."""
@@ -472,17 +556,23 @@ class _Scene:
             y += blk.height() + _GAP
             self.blocks.append(blk)
         self.height = y + _PAD
-        self.width = max([b.width for b in self.blocks]
-                         + [_CHIPS_PER_ROW * (_CHIP + 2) + 2 * _PAD, 600])
+        self.width = max(
+            [b.width for b in self.blocks]
+            + [_CHIPS_PER_ROW * (_CHIP + 2) + 2 * _PAD, 600]
+        )
 
     def svg(self) -> str:
         out: list[str] = []
         w = out.append
-        w(f'<svg id="map" width="{self.width}" height="{self.height}" '
-          f'viewBox="0 0 {self.width} {self.height}" font-family="sans-serif" font-size="11">')
-        w('<defs><marker id="arr" viewBox="0 0 6 6" refX="5" refY="3" markerWidth="6" '
-          'markerHeight="6" orient="auto"><path d="M0 0L6 3L0 6z" fill="#8a8f98"/>'
-          "</marker></defs>")
+        w(
+            f'<svg id="map" width="{self.width}" height="{self.height}" '
+            f'viewBox="0 0 {self.width} {self.height}" font-family="sans-serif" font-size="11">'
+        )
+        w(
+            '<defs><marker id="arr" viewBox="0 0 6 6" refX="5" refY="3" markerWidth="6" '
+            'markerHeight="6" orient="auto"><path d="M0 0L6 3L0 6z" fill="#8a8f98"/>'
+            "</marker></defs>"
+        )
         w('<g id="xedges">')
         out += [self._cross_edge(j, i) for j, i in self.cross]
         w("</g>")
@@ -493,53 +583,77 @@ class _Scene:
     def payload(self) -> str:
         """The script's data: block geometry and the ends of edges between blocks."""
         data = {
-            "blocks": [[b.y, _HEAD_H, b.body_h, b.strip_h, int(b.open)] for b in self.blocks],
-            "pos": {i: [self.block_of[i], *self.pos[i]] for pair in self.cross for i in pair},
-            "gap": _GAP, "pad": _PAD, "nodeW": _NODE_W, "nodeH": _NODE_H, "rowH": _ROW_H,
+            "blocks": [
+                [b.y, _HEAD_H, b.body_h, b.strip_h, int(b.open)] for b in self.blocks
+            ],
+            "pos": {
+                i: [self.block_of[i], *self.pos[i]] for pair in self.cross for i in pair
+            },
+            "gap": _GAP,
+            "pad": _PAD,
+            "nodeW": _NODE_W,
+            "nodeH": _NODE_H,
+            "rowH": _ROW_H,
             "bracket": _BRACKET,
         }
         return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
 
     def _abs(self, i: int) -> tuple[int, int]:
-        return self.pos[i][0], self.blocks[self.block_of[i]].y + _HEAD_H + self.pos[i][1]
+        return self.pos[i][0], self.blocks[self.block_of[i]].y + _HEAD_H + self.pos[i][
+            1
+        ]
 
     def _cross_edge(self, j: int, i: int) -> str:
         bs, bd = self.blocks[self.block_of[j]], self.blocks[self.block_of[i]]
         sx, sy = self._abs(j) if bs.open else (_PAD, bs.y + _HEAD_H - _NODE_H)
         tx, ty = self._abs(i) if bd.open else (_PAD, bd.y)
         hide = "" if bs.open or bd.open else ' style="display:none"'  # both collapsed
-        return (f'<path class="e x" data-s="{j}" data-d="{i}"{hide} '
-                f'd="{_route(sx, sy, tx, ty)}"/>')
+        return (
+            f'<path class="e x" data-s="{j}" data-d="{i}"{hide} '
+            f'd="{_route(sx, sy, tx, ty)}"/>'
+        )
 
     def _block(self, b: int) -> str:
         blk, nodes, pos = self.blocks[b], self.nodes, self.pos
         fusion_ids, miss_ids = self.fusions_in.get(b, []), self.misses_in.get(b, [])
         out: list[str] = []
         w = out.append
-        w(f'<g class="blk{"" if blk.open else " shut"}" id="b{b}" data-block="{b}" '
-          f'transform="translate(0,{blk.y})">')
-        summary = (f"{_plural(blk.stop - blk.start, 'node')} · "
-                   f"{_plural(len(fusion_ids), 'fusion')}")
+        w(
+            f'<g class="blk{"" if blk.open else " shut"}" id="b{b}" data-block="{b}" '
+            f'transform="translate(0,{blk.y})">'
+        )
+        summary = (
+            f"{_plural(blk.stop - blk.start, 'node')} · "
+            f"{_plural(len(fusion_ids), 'fusion')}"
+        )
         if miss_ids:
             summary += f" · {_plural(len(miss_ids), 'near miss', 'es')}"
-        w(f'<g class="hdr" data-block="{b}"><rect width="{max(blk.width, 420)}" '
-          f'height="{_HEAD_H - 4}" rx="3"/><text x="8" y="13"><tspan class="tw">'
-          f'{"▾" if blk.open else "▸"}</tspan> {_esc(_short(blk.label, 90))} — {summary}'
-          "</text></g>")
+        w(
+            f'<g class="hdr" data-block="{b}"><rect width="{max(blk.width, 420)}" '
+            f'height="{_HEAD_H - 4}" rx="3"/><text x="8" y="13"><tspan class="tw">'
+            f"{'▾' if blk.open else '▸'}</tspan> {_esc(_short(blk.label, 90))} — {summary}"
+            "</text></g>"
+        )
 
         # the strip shown while the block is collapsed: a chip per fusion / near miss
         w(f'<g class="strip" transform="translate({_PAD},{_HEAD_H})">')
         chips = [("f", k) for k in fusion_ids] + [("m", k) for k in miss_ids]
         for c, (kind, k) in enumerate(chips):
-            xy = (f'x="{(c % _CHIPS_PER_ROW) * (_CHIP + 2)}" '
-                  f'y="{(c // _CHIPS_PER_ROW) * (_CHIP + 4)}" width="{_CHIP}" height="{_CHIP}"')
+            xy = (
+                f'x="{(c % _CHIPS_PER_ROW) * (_CHIP + 2)}" '
+                f'y="{(c // _CHIPS_PER_ROW) * (_CHIP + 4)}" width="{_CHIP}" height="{_CHIP}"'
+            )
             if kind == "f":
                 f = self.fusions[k]
-                w(f'<rect class="chip" {xy} fill="{self.colour[f.pattern]}">'
-                  f"<title>{_esc(self._fusion_tip(f))}</title></rect>")
+                w(
+                    f'<rect class="chip" {xy} fill="{self.colour[f.pattern]}">'
+                    f"<title>{_esc(self._fusion_tip(f))}</title></rect>"
+                )
             else:
-                w(f'<rect class="chip miss" {xy}>'
-                  f"<title>{_esc(self._miss_tip(self.near_misses[k]))}</title></rect>")
+                w(
+                    f'<rect class="chip miss" {xy}>'
+                    f"<title>{_esc(self._miss_tip(self.near_misses[k]))}</title></rect>"
+                )
         w("</g>")
 
         w(f'<g class="body" transform="translate(0,{_HEAD_H})"><g class="edges">')
@@ -550,9 +664,11 @@ class _Scene:
         w("</g>")
         for k in miss_ids:
             m = self.near_misses[k]
-            w(f'<g class="miss" id="m{k}" data-miss="{k}" data-pattern="{_esc(m.pattern)}" '
-              f'data-reason="{_esc(m.reason)}"><title>{_esc(self._miss_tip(m))}</title>'
-              f'{_hull("misshull", m.nodes, pos, 7)}</g>')
+            w(
+                f'<g class="miss" id="m{k}" data-miss="{k}" data-pattern="{_esc(m.pattern)}" '
+                f'data-reason="{_esc(m.reason)}"><title>{_esc(self._miss_tip(m))}</title>'
+                f"{_hull('misshull', m.nodes, pos, 7)}</g>"
+            )
         done: set[int] = set()
         for i in range(blk.start, blk.stop):
             owner = self.fusion_of.get(i)
@@ -561,11 +677,17 @@ class _Scene:
             elif owner not in done:
                 done.add(owner)
                 f = self.fusions[owner]
-                w(f'<g class="fusion" id="f{owner}" data-fusion="{owner}" '
-                  f'data-pattern="{_esc(f.pattern)}" data-fused="{_esc(f.fused_type)}" '
-                  f'style="--c:{self.colour[f.pattern]}"><title>{_esc(self._fusion_tip(f))}'
-                  f'</title>{_hull("hull", f.nodes, pos, 4)}')
-                out += [self._node(j, f) for j in sorted(f.nodes) if self.fusion_of[j] == owner]
+                w(
+                    f'<g class="fusion" id="f{owner}" data-fusion="{owner}" '
+                    f'data-pattern="{_esc(f.pattern)}" data-fused="{_esc(f.fused_type)}" '
+                    f'style="--c:{self.colour[f.pattern]}"><title>{_esc(self._fusion_tip(f))}'
+                    f"</title>{_hull('hull', f.nodes, pos, 4)}"
+                )
+                out += [
+                    self._node(j, f)
+                    for j in sorted(f.nodes)
+                    if self.fusion_of[j] == owner
+                ]
                 w("</g>")
         w("</g></g>")
         return "".join(out)
@@ -595,56 +717,77 @@ class _Scene:
         label = node.name if len(node.name) <= 30 else "…" + node.name[-29:]
         target = _short(node.target, max(0, 38 - len(label)))
         room = _NODE_W - 12
-        fit = "" if (len(label) + len(target) + 1) * _CHAR_W <= room else (
-            f' textLength="{room}" lengthAdjust="spacingAndGlyphs"')
-        out = (f'<g class="{cls}" id="n{self.ids[i]}" data-name="{_esc(node.name)}" '
-               f'transform="translate({x},{y})"><title>{_esc(chr(10).join(tip))}</title>'
-               f'<rect width="{_NODE_W}" height="{_NODE_H}" rx="4"/><text x="6" y="14"{fit}>'
-               f'{_esc(label)} <tspan class="t">{_esc(target)}</tspan></text>')
+        fit = (
+            ""
+            if (len(label) + len(target) + 1) * _CHAR_W <= room
+            else (f' textLength="{room}" lengthAdjust="spacingAndGlyphs"')
+        )
+        out = (
+            f'<g class="{cls}" id="n{self.ids[i]}" data-name="{_esc(node.name)}" '
+            f'transform="translate({x},{y})"><title>{_esc(chr(10).join(tip))}</title>'
+            f'<rect width="{_NODE_W}" height="{_NODE_H}" rx="4"/><text x="6" y="14"{fit}>'
+            f'{_esc(label)} <tspan class="t">{_esc(target)}</tspan></text>'
+        )
         if misses:
-            out += (f'<circle class="badge" cx="{_NODE_W}" cy="0" r="7"/>'
-                    f'<text class="bang" x="{_NODE_W}" y="4">!</text>')
+            out += (
+                f'<circle class="badge" cx="{_NODE_W}" cy="0" r="7"/>'
+                f'<text class="bang" x="{_NODE_W}" y="4">!</text>'
+            )
         return out + "</g>"
 
     def sidebar(self) -> str:
         out: list[str] = []
         w = out.append
-        w(f'<p class="stats">{_plural(len(self.nodes), "node")} · '
-          f'{_plural(len(self.fusions), "fusion")} · '
-          f'{_plural(len(self.near_misses), "near miss", "es")} · '
-          f'{_plural(len(self.blocks), "block")}</p>')
-        w('<div class="ctl"><button id="open-all">expand all</button> '
-          '<button id="shut-all">collapse all</button></div>'
-          '<input id="find" type="search" placeholder="find a node (Enter)">')
+        w(
+            f'<p class="stats">{_plural(len(self.nodes), "node")} · '
+            f"{_plural(len(self.fusions), 'fusion')} · "
+            f"{_plural(len(self.near_misses), 'near miss', 'es')} · "
+            f"{_plural(len(self.blocks), 'block')}</p>"
+        )
+        w(
+            '<div class="ctl"><button id="open-all">expand all</button> '
+            '<button id="shut-all">collapse all</button></div>'
+            '<input id="find" type="search" placeholder="find a node (Enter)">'
+        )
         w('<h2>Fusions</h2><ul class="legend">')
         by_pattern: dict[str, dict[str, int]] = {}
         for f in self.fusions:
             kinds = by_pattern.setdefault(f.pattern, {})
             kinds[f.fused_type] = kinds.get(f.fused_type, 0) + 1
         for pattern, kinds in by_pattern.items():
-            w(f'<li><span class="sw" style="background:{self.colour[pattern]}"></span>'
-              f'{_esc(pattern)} ⇒ {_esc(", ".join(kinds))} <b>&times;{sum(kinds.values())}</b></li>')
+            w(
+                f'<li><span class="sw" style="background:{self.colour[pattern]}"></span>'
+                f"{_esc(pattern)} ⇒ {_esc(', '.join(kinds))} <b>&times;{sum(kinds.values())}</b></li>"
+            )
         w("</ul>" if self.fusions else "<li>none</li></ul>")
         w('<h2>Near misses</h2><ol class="misses">')
         for k, m in enumerate(self.near_misses):
-            w(f'<li data-miss="{k}" data-block="{self.block_of[m.nodes[0]]}">'
-              f"<b>{_esc(m.pattern)}</b> at {_esc(self._names(m.nodes))}<br>"
-              f'<span class="why">{_esc(m.reason)}</span></li>')
+            w(
+                f'<li data-miss="{k}" data-block="{self.block_of[m.nodes[0]]}">'
+                f"<b>{_esc(m.pattern)}</b> at {_esc(self._names(m.nodes))}<br>"
+                f'<span class="why">{_esc(m.reason)}</span></li>'
+            )
         w("</ol>" if self.near_misses else "</ol><p>none</p>")
-        w('<p class="help">Nodes run top to bottom in forward order, grouped in blocks by '
-          "module scope. Hover a node for its op, fusion and near-miss reason; click a block "
-          "header to open or close it. Open the file with <code>#NAME</code> after its path "
-          "to jump to a node.</p>")
+        w(
+            '<p class="help">Nodes run top to bottom in forward order, grouped in blocks by '
+            "module scope. Hover a node for its op, fusion and near-miss reason; click a block "
+            "header to open or close it. Open the file with <code>#NAME</code> after its path "
+            "to jump to a node.</p>"
+        )
         return "".join(out)
 
 
-def _hull(cls: str, members: Iterable[int], pos: list[tuple[int, int]], pad: int) -> str:
+def _hull(
+    cls: str, members: Iterable[int], pos: list[tuple[int, int]], pad: int
+) -> str:
     """A rounded rectangle around the members' boxes."""
     xs = [pos[i][0] for i in members]
     ys = [pos[i][1] for i in members]
     x0, y0 = min(xs) - pad, min(ys) - pad
-    return (f'<rect class="{cls}" x="{x0}" y="{y0}" width="{max(xs) + _NODE_W + pad - x0}" '
-            f'height="{max(ys) + _NODE_H + pad - y0}" rx="6"/>')
+    return (
+        f'<rect class="{cls}" x="{x0}" y="{y0}" width="{max(xs) + _NODE_W + pad - x0}" '
+        f'height="{max(ys) + _NODE_H + pad - y0}" rx="6"/>'
+    )
 
 
 _CSS = """
@@ -756,7 +899,7 @@ document.body.setAttribute('data-ready','1');
 
 def _page(title: str, svg: str, payload: str, side: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f'<div id="side"><h1>{_esc(title)}</h1>{side}</div>'
         f'<div id="main">{svg}</div>'

@@ -87,7 +87,10 @@ def fusion_lines(fused: Sequence[Fused]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = []
     for k, r in enumerate(rows):
-        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        lines.append(
+            "  "
+            + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        )
         if k == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
     return lines

@@ -314,7 +314,6 @@ def clone_module(m: nn.Module, *, share_tensors: bool = False) -> nn.Module:
     return new
 
 
-
 _CACHE: dict[tuple[str, int, bool], BlockSpec] = {}
 
 

@@ -36,8 +36,13 @@ __all__ = [
     "sort_patterns",
 ]
 
-# Head kinds, as csrc/core/automaton.hpp numbers them.
-_MATCH_ALL, _LABEL, _NEVER, _GETATTR = 0, 1, 2, 3
+# Head kinds (defined in csrc/core/automaton.hpp).
+_MATCH_ALL, _LABEL, _NEVER, _GETATTR = (
+    _core.HEAD_MATCH_ALL,
+    _core.HEAD_LABEL,
+    _core.HEAD_NEVER,
+    _core.HEAD_GETATTR,
+)
 
 
 @functools.cache
@@ -95,7 +100,9 @@ class CompiledPatterns:
             if callable(entry):
                 if entry not in self._func_labels:
                     self._func_labels[entry] = new_label(False)
-                return (_GETATTR if entry is getattr else _LABEL), self._func_labels[entry]
+                return (_GETATTR if entry is getattr else _LABEL), self._func_labels[
+                    entry
+                ]
             if isinstance(entry, str):
                 if entry not in self._method_labels:
                     self._method_labels[entry] = new_label(False)
@@ -190,4 +197,3 @@ def sort_patterns(patterns: Sequence[Any]) -> list[Any]:
     return sorted(
         patterns, key=lambda p: -pattern_size(p) if isinstance(p, tuple) else 1
     )
-

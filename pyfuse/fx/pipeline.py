@@ -31,7 +31,7 @@ from torch.fx import GraphModule, Node
 from ..engine.flatten import Flat, flatten
 from ..engine.gcpause import gc_paused
 from ..engine.matching import Match, match_graph
-from ..errors import GraphModuleRequired, ModuleRequired, NotAModule
+from ..errors import GraphModuleRequired, ModuleRequired, NotAModule, add_note
 from ..report import Fused, FuseReport, Skipped, forward_labels, pattern_name
 from .checks import (
     check_inputs,
@@ -54,7 +54,11 @@ log = logging.getLogger("pyfuse")
 
 
 def _fuse(
-    model: GraphModule, is_qat: bool, backend_config: Any, lazy: bool, return_report: bool
+    model: GraphModule,
+    is_qat: bool,
+    backend_config: Any,
+    lazy: bool,
+    return_report: bool,
 ) -> GraphModule | tuple[GraphModule, FuseReport]:
     plan = plan_for(backend_config)
     report = FuseReport()
@@ -150,7 +154,9 @@ def fuse_fx(
     from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
 
     if not isinstance(model, torch.nn.Module):
-        raise ModuleRequired(f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}")
+        raise ModuleRequired(
+            f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}"
+        )
     fuse_custom_config = fuse_custom_config_of(fuse_custom_config, stacklevel=2)
     preserved = {
         a: getattr(model, a)
@@ -158,13 +164,18 @@ def fuse_fx(
         if hasattr(model, a)
     }
     traced = torch.fx.symbolic_trace(model)
-    out: GraphModule = fuse(traced, False, fuse_custom_config, backend_config, lazy=lazy)
+    out: GraphModule = fuse(
+        traced, False, fuse_custom_config, backend_config, lazy=lazy
+    )
     attach_preserved_attrs_to_model(out, preserved)
     return out
 
 
 def analyze(
-    model: GraphModule, is_qat: bool, plan: Plan, report: FuseReport,
+    model: GraphModule,
+    is_qat: bool,
+    plan: Plan,
+    report: FuseReport,
     skipped_matches: list[Match] | None = None,
 ) -> tuple[Flat, list[Fusion], Exception | None]:
     """Steps 2-3: the fusions to make, in graph order, with skipped matches
@@ -191,7 +202,7 @@ def analyze(
             try:
                 fusions.append(prepare(plan, m, flat, modules, is_qat))
             except Exception as e:  # noqa: BLE001 (raised by call_fusers, in the reference's order)
-                e.add_note(_while_fusing(m))
+                add_note(e, _while_fusing(m))
                 return flat, fusions, e
         if dangling is not None:
             return flat, fusions, dangling.error()
@@ -203,12 +214,17 @@ def analyze(
         for f, reason in bad:
             m = f.match
             exclude += [index[m.last], m.pattern_index]
-            skipped = Skipped(pattern_name(m.pattern), forward_labels(m.ids, m.claimed), reason)
+            skipped = Skipped(
+                pattern_name(m.pattern), forward_labels(m.ids, m.claimed), reason
+            )
             report.skipped.append(skipped)
             if skipped_matches is not None:
                 skipped_matches.append(m)
             log.warning(
-                "pyfuse: not fusing %s at %s: %s", skipped.pattern, skipped.nodes, reason
+                "pyfuse: not fusing %s at %s: %s",
+                skipped.pattern,
+                skipped.nodes,
+                reason,
             )
 
 
@@ -252,7 +268,7 @@ def _call_one(f: Fusion, is_qat: bool, folds: Folds | None) -> torch.nn.Module:
         else:
             fused = fuser(is_qat, *f.modules)
     except Exception as e:
-        e.add_note(_while_fusing(f.match))
+        add_note(e, _while_fusing(f.match))
         raise
     if not isinstance(fused, torch.nn.Module):
         raise NotAModule(
@@ -271,7 +287,9 @@ def record(fusions: list[Fusion], report: FuseReport) -> None:
             [i for i, n in zip(m.ids, m.claimed, strict=True) if n.op == "call_module"],
             [n for n in m.claimed if n.op == "call_module"],
         )
-        report.fused.append(Fused(pattern_name(m.pattern), nodes, modules, type(f.fused).__name__))
+        report.fused.append(
+            Fused(pattern_name(m.pattern), nodes, modules, type(f.fused).__name__)
+        )
 
 
 def _require_graph_module(model: Any) -> GraphModule:

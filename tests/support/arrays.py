@@ -1,15 +1,21 @@
 """Builders of the native core's integer arrays, for tests of ``pyfuse._core``.
 
-Encoding (csrc/core/automaton.hpp): a sub-pattern has a head kind (match-all,
-label, never, getattr) and children; node arguments are node indices (>= 0) or
-literals encoded -(code + 2).
+Encoding (csrc/core/automaton.hpp, exported by ``_core``): a sub-pattern has a
+head kind (``_core.HEAD_*``) and children; node arguments are node indices
+(>= 0) or literals (``_core.literal_arg(code)``).
 """
 
 from __future__ import annotations
 
 from pyfuse import _core
 
-MATCH_ALL, LABEL, NEVER, GETATTR = 0, 1, 2, 3
+MATCH_ALL, LABEL, NEVER, GETATTR = (
+    _core.HEAD_MATCH_ALL,
+    _core.HEAD_LABEL,
+    _core.HEAD_NEVER,
+    _core.HEAD_GETATTR,
+)
+literal = _core.literal_arg
 
 
 def automaton(subs, top, num_labels=3, module_labels=(1,)):

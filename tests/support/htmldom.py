@@ -7,8 +7,22 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
-_VOID = {"meta", "br", "input", "img", "link", "hr", "source", "wbr", "area", "base", "col",
-         "embed", "param", "track"}
+_VOID = {
+    "meta",
+    "br",
+    "input",
+    "img",
+    "link",
+    "hr",
+    "source",
+    "wbr",
+    "area",
+    "base",
+    "col",
+    "embed",
+    "param",
+    "track",
+}
 
 
 @dataclass
@@ -88,12 +102,15 @@ def check_map(page: str, nodes, fusions, misses) -> El:
     root = parse(page)
     node_els = by_class(root, "n")
     assert sorted(int(e.attrs["id"][1:]) for e in node_els) == [
-        i for i, n in enumerate(nodes) if not n.folded]
+        i for i, n in enumerate(nodes) if not n.folded
+    ]
     names = {e.attrs["id"]: e.attrs["data-name"] for e in node_els}
     assert all(names[f"n{i}"] == n.name for i, n in enumerate(nodes) if not n.folded)
 
     groups = by_class(root, "fusion")
-    assert sorted(int(g.attrs["data-fusion"]) for g in groups) == list(range(len(fusions)))
+    assert sorted(int(g.attrs["data-fusion"]) for g in groups) == list(
+        range(len(fusions))
+    )
     for g in groups:
         f = fusions[int(g.attrs["data-fusion"])]
         assert g.tag == "g"
@@ -106,10 +123,15 @@ def check_map(page: str, nodes, fusions, misses) -> El:
 
     miss_els = by_class(root, "miss")
     miss_groups = [e for e in miss_els if e.tag == "g"]
-    assert sorted(int(g.attrs["data-miss"]) for g in miss_groups) == list(range(len(misses)))
+    assert sorted(int(g.attrs["data-miss"]) for g in miss_groups) == list(
+        range(len(misses))
+    )
     by_id = {e.attrs["id"]: e for e in node_els}
-    side = {int(li.attrs["data-miss"]): li for li in root.walk()
-            if li.tag == "li" and "data-miss" in li.attrs}
+    side = {
+        int(li.attrs["data-miss"]): li
+        for li in root.walk()
+        if li.tag == "li" and "data-miss" in li.attrs
+    }
     for g in miss_groups:
         m = misses[int(g.attrs["data-miss"])]
         assert g.attrs["data-reason"] == m.reason

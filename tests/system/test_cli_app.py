@@ -18,7 +18,7 @@ from pyfuse.report import fusion_lines
 from tests.support.htmldom import by_class, check_map, parse
 
 # A user's model file, as a new user writes it next to where they run pyfuse.
-MODEL_FILE = '''\
+MODEL_FILE = """\
 import torch
 from torch import nn
 
@@ -57,15 +57,21 @@ def net():
 
 
 instance = Net()
-'''
+"""
 
 EXPECTED_FUSED = [
     ("Conv2d -> BatchNorm2d", ["stem", "bn"], "Conv2d"),
-    ("Conv2d -> BatchNorm2d -> ReLU", ["layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu"],
-     "ConvReLU2d"),
+    (
+        "Conv2d -> BatchNorm2d -> ReLU",
+        ["layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu"],
+        "ConvReLU2d",
+    ),
     ("Conv2d -> BatchNorm2d", ["layer1.0.conv2", "layer1.0.bn2"], "Conv2d"),
-    ("Conv2d -> BatchNorm2d -> ReLU", ["layer1.1.conv1", "layer1.1.bn1", "layer1.1.relu"],
-     "ConvReLU2d"),
+    (
+        "Conv2d -> BatchNorm2d -> ReLU",
+        ["layer1.1.conv1", "layer1.1.bn1", "layer1.1.relu"],
+        "ConvReLU2d",
+    ),
     ("Conv2d -> BatchNorm2d", ["layer1.1.conv2", "layer1.1.bn2"], "Conv2d"),
 ]
 
@@ -73,14 +79,23 @@ EXPECTED_FUSED = [
 def _console_script() -> Path:
     """The installed ``pyfuse`` entry point of this environment (not ``python -m``)."""
     script = Path(sysconfig.get_path("scripts")) / "pyfuse"
-    assert script.is_file(), f"pyfuse is not installed as a console script in {script.parent}"
+    assert script.is_file(), (
+        f"pyfuse is not installed as a console script in {script.parent}"
+    )
     return script
 
 
 def _pyfuse(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([str(_console_script()), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [str(_console_script()), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -95,16 +110,21 @@ def test_console_script_imports_the_model_file_in_the_current_directory(user_dir
     r = _pyfuse(user_dir, "explain", "models:net", "--json")
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
-    assert [(f["pattern"], f["nodes"], f["fused_type"]) for f in got["fused"]] == EXPECTED_FUSED
+    assert [
+        (f["pattern"], f["nodes"], f["fused_type"]) for f in got["fused"]
+    ] == EXPECTED_FUSED
     assert [(s["pattern"], s["nodes"], s["reason"]) for s in got["near_misses"]] == [
-        ("Conv2d -> BatchNorm2d", ["head", "head_bn"], "head has 2 users")]
+        ("Conv2d -> BatchNorm2d", ["head", "head_bn"], "head has 2 users")
+    ]
     # an nn.Module instance works as well as a factory
     r = _pyfuse(user_dir, "explain", "models:instance", "--json")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["fused"]) == len(EXPECTED_FUSED)
 
 
-def test_app_dir_points_elsewhere_and_the_error_says_where_it_looked(user_dir, tmp_path):
+def test_app_dir_points_elsewhere_and_the_error_says_where_it_looked(
+    user_dir, tmp_path
+):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     r = _pyfuse(elsewhere, "fuse", "models:net")
@@ -121,7 +141,9 @@ def test_app_dir_points_elsewhere_and_the_error_says_where_it_looked(user_dir, t
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"fused {len(EXPECTED_FUSED)} chains")
 
-    r = _pyfuse(elsewhere, "explain", "models:net", "--app-dir", str(tmp_path / "missing"))
+    r = _pyfuse(
+        elsewhere, "explain", "models:net", "--app-dir", str(tmp_path / "missing")
+    )
     assert r.returncode == 2
     assert "is not a directory" in r.stderr
     # a file path names its directory's module
@@ -164,12 +186,13 @@ def test_explain_and_fuse_name_every_fusion_the_same_way(user_dir):
 
     ex = _pyfuse(user_dir, "explain", "models:net")
     fu = _pyfuse(user_dir, "fuse", "models:net")
-    table = fusion_lines([pyfuse.report.Fused(p, tuple(n), tuple(n), t)
-                          for p, n, t in EXPECTED_FUSED])
+    table = fusion_lines(
+        [pyfuse.report.Fused(p, tuple(n), tuple(n), t) for p, n, t in EXPECTED_FUSED]
+    )
     for out in (ex.stdout, fu.stdout):
         lines = out.splitlines()
         start = lines.index(table[0])
-        assert lines[start:start + len(table)] == table
+        assert lines[start : start + len(table)] == table
 
 
 def test_reports_list_nodes_in_forward_order_with_module_paths():
@@ -195,10 +218,13 @@ def test_skipped_and_near_misses_use_the_same_names():
 
     ex = pyfuse.explain(MODELS_BY_NAME["multi_user"].factory().eval())
     assert [(s.pattern, s.nodes, s.reason) for s in ex.near_misses] == [
-        ("Conv2d -> BatchNorm2d", ("conv1", "bn1"), "conv1 has 2 users")]
+        ("Conv2d -> BatchNorm2d", ("conv1", "bn1"), "conv1 has 2 users")
+    ]
     # a module called at two sites: both call sites fuse, named by the module path
     assert [f.nodes for f in ex.fused if "shared_bn" in f.nodes] == [
-        ("conv3", "shared_bn"), ("conv4", "shared_bn")]
+        ("conv3", "shared_bn"),
+        ("conv4", "shared_bn"),
+    ]
 
 
 def test_explain_html_writes_the_fusion_map(user_dir):
@@ -209,14 +235,17 @@ def test_explain_html_writes_the_fusion_map(user_dir):
     root = parse(page)
     groups = by_class(root, "fusion")
     assert [(g.attrs["data-pattern"], g.attrs["data-fused"]) for g in groups] == [
-        (p, t) for p, _, t in EXPECTED_FUSED]
+        (p, t) for p, _, t in EXPECTED_FUSED
+    ]
     for g, (_, names, _) in zip(groups, EXPECTED_FUSED, strict=True):
         assert [e.attrs["data-name"] for e in by_class(g, "n")] == names
     (miss,) = [e for e in by_class(root, "miss") if e.tag == "g"]
     assert miss.attrs["data-reason"] == "head has 2 users"
     assert "models:net" in next(e for e in root.walk() if e.tag == "title").text
 
-    r = _pyfuse(user_dir, "explain", "models:net", "--html", str(user_dir / "no" / "map.html"))
+    r = _pyfuse(
+        user_dir, "explain", "models:net", "--html", str(user_dir / "no" / "map.html")
+    )
     assert r.returncode == 2
     assert "cannot write" in r.stderr
 
@@ -231,10 +260,14 @@ def test_to_html_draws_what_explain_reports():
     nodes = ex.graph.nodes
     from pyfuse.htmlmap import MapFusion, MapMiss
 
-    fusions = [MapFusion(f.pattern, ids, f.fused_type)
-               for f, ids in zip(ex.fused, ex.graph.fused, strict=True)]
-    misses = [MapMiss(s.pattern, ids, s.reason)
-              for s, ids in zip(ex.near_misses, ex.graph.near_misses, strict=True)]
+    fusions = [
+        MapFusion(f.pattern, ids, f.fused_type)
+        for f, ids in zip(ex.fused, ex.graph.fused, strict=True)
+    ]
+    misses = [
+        MapMiss(s.pattern, ids, s.reason)
+        for s, ids in zip(ex.near_misses, ex.graph.near_misses, strict=True)
+    ]
     check_map(page, nodes, fusions, misses)
     for f, ids in zip(ex.fused, ex.graph.fused, strict=True):
         assert tuple(nodes[i].name for i in ids) == f.nodes
@@ -258,9 +291,17 @@ def test_to_html_includes_the_matches_the_pass_skips():
 
 def test_python_m_and_the_console_script_agree(user_dir):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    via_m = subprocess.run([sys.executable, "-m", "pyfuse", "explain", "models:net", "--json"],
-                           cwd=user_dir, env=env, capture_output=True, text=True, timeout=300,
-                           check=False)
+    via_m = subprocess.run(
+        [sys.executable, "-m", "pyfuse", "explain", "models:net", "--json"],
+        cwd=user_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     via_script = _pyfuse(user_dir, "explain", "models:net", "--json")
-    assert via_m.returncode == via_script.returncode == 0, via_m.stderr + via_script.stderr
+    assert via_m.returncode == via_script.returncode == 0, (
+        via_m.stderr + via_script.stderr
+    )
     assert via_m.stdout == via_script.stdout

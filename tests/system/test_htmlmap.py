@@ -28,8 +28,9 @@ from tests.support.htmldom import by_class, check_map, parse, translate
 # Graphs as plain data
 
 
-def resnet_like(blocks: int, *, miss_every: int = 0) -> tuple[list[MapNode], list[MapFusion],
-                                                            list[MapMiss]]:
+def resnet_like(
+    blocks: int, *, miss_every: int = 0
+) -> tuple[list[MapNode], list[MapFusion], list[MapMiss]]:
     """x, a conv-bn-relu stem, `blocks` residual blocks of 7 nodes (conv-bn-relu,
     conv-bn, add, relu) over 4 stages, fc, output. Every `miss_every`-th block's second
     conv-bn is a near miss (its conv has two users) instead of a fusion."""
@@ -37,14 +38,18 @@ def resnet_like(blocks: int, *, miss_every: int = 0) -> tuple[list[MapNode], lis
     fusions: list[MapFusion] = []
     misses: list[MapMiss] = []
 
-    def add(name: str, op: str, target: str, inputs: tuple[int, ...], scope: str = "") -> int:
+    def add(
+        name: str, op: str, target: str, inputs: tuple[int, ...], scope: str = ""
+    ) -> int:
         nodes.append(MapNode(name, op, target, inputs, scope))
         return len(nodes) - 1
 
     c = add("conv1", "call_module", "Conv2d", (0,))
     b = add("bn1", "call_module", "BatchNorm2d", (c,))
     prev = add("relu", "call_module", "ReLU", (b,))
-    fusions.append(MapFusion("Conv2d -> BatchNorm2d -> ReLU", (c, b, prev), "ConvReLU2d"))
+    fusions.append(
+        MapFusion("Conv2d -> BatchNorm2d -> ReLU", (c, b, prev), "ConvReLU2d")
+    )
     per_stage = -(-blocks // 4)
     for k in range(blocks):
         s = f"layer{k // per_stage + 1}.{k % per_stage}"
@@ -55,10 +60,17 @@ def resnet_like(blocks: int, *, miss_every: int = 0) -> tuple[list[MapNode], lis
         b2 = add(f"{s}.bn2", "call_module", "BatchNorm2d", (c2,), s)
         a = add(f"add_{k}", "call_function", "add", (prev, b2), s)
         prev = add(f"{s}.relu_out", "call_module", "ReLU", (a,), s)
-        fusions.append(MapFusion("Conv2d -> BatchNorm2d -> ReLU", (c1, b1, r1), "ConvReLU2d"))
+        fusions.append(
+            MapFusion("Conv2d -> BatchNorm2d -> ReLU", (c1, b1, r1), "ConvReLU2d")
+        )
         if miss_every and k % miss_every == miss_every - 1:
-            misses.append(MapMiss("Conv2d -> BatchNorm2d", (c2, b2),
-                                  f"{s}.conv2 has 2 users <a & 'b'>"))
+            misses.append(
+                MapMiss(
+                    "Conv2d -> BatchNorm2d",
+                    (c2, b2),
+                    f"{s}.conv2 has 2 users <a & 'b'>",
+                )
+            )
         else:
             fusions.append(MapFusion("Conv2d -> BatchNorm2d", (c2, b2), "Conv2d"))
     fc = add("fc", "call_module", "Linear", (prev,))
@@ -75,9 +87,11 @@ def test_every_fusion_and_every_near_miss_reason_is_in_the_map():
     page = render_html(nodes, fusions, misses, title="resnet-like <test>")
     root = check_map(page, nodes, fusions, misses)
     assert next(e for e in root.walk() if e.tag == "title").text == "resnet-like <test>"
-    legend = " ".join(li.all_text() for li in root.walk()
-                      if li.tag == "li" and li.parent is not None
-                      and "legend" in li.parent.classes)
+    legend = " ".join(
+        li.all_text()
+        for li in root.walk()
+        if li.tag == "li" and li.parent is not None and "legend" in li.parent.classes
+    )
     assert "Conv2d -> BatchNorm2d -> ReLU" in legend
     assert "ConvReLU2d" in legend
 
@@ -94,19 +108,40 @@ def test_the_map_is_self_contained():
     page = render_html(nodes, fusions, misses)
     root = parse(page)
     tags = {e.tag for e in root.walk()}
-    assert not tags & {"link", "img", "iframe", "object", "embed", "base", "audio", "video",
-                       "source", "form"}
+    assert not tags & {
+        "link",
+        "img",
+        "iframe",
+        "object",
+        "embed",
+        "base",
+        "audio",
+        "video",
+        "source",
+        "form",
+    }
     for e in root.walk():
         assert "src" not in e.attrs, e.tag
         for attr in ("href", "xlink:href", "action", "poster", "srcset"):
-            assert attr not in e.attrs or e.attrs[attr].startswith("#"), (e.tag, e.attrs)
+            assert attr not in e.attrs or e.attrs[attr].startswith("#"), (
+                e.tag,
+                e.attrs,
+            )
     scripts = [e for e in root.walk() if e.tag == "script"]
     assert len(scripts) == 2
     data = next(s for s in scripts if s.attrs.get("type") == "application/json")
     json.loads(data.text)
     code = next(s for s in scripts if "type" not in s.attrs).text
-    for word in ("fetch(", "XMLHttpRequest", "import(", "WebSocket", "EventSource",
-                 "sendBeacon", "importScripts", "eval("):
+    for word in (
+        "fetch(",
+        "XMLHttpRequest",
+        "import(",
+        "WebSocket",
+        "EventSource",
+        "sendBeacon",
+        "importScripts",
+        "eval(",
+    ):
         assert word not in code
     lowered = page.lower()
     for word in ("http:", "https:", "ftp:", "@import", "//cdn", "src="):
@@ -143,7 +178,9 @@ def test_thousands_of_nodes_start_collapsed_except_where_a_near_miss_is():
     page = render_html(nodes, fusions, misses)
     root = check_map(page, nodes, fusions, misses)
     blocks = by_class(root, "blk")
-    data = json.loads(next(e for e in root.walk() if e.attrs.get("id") == "map-data").text)
+    data = json.loads(
+        next(e for e in root.walk() if e.attrs.get("id") == "map-data").text
+    )
     assert len(data["blocks"]) == len(blocks)
     assert 10 <= len(blocks) <= 200
     with_miss = {int(b.attrs["data-block"]) for b in blocks if by_class(b, "nm")}
@@ -157,15 +194,22 @@ def test_thousands_of_nodes_start_collapsed_except_where_a_near_miss_is():
         assert len(chips) == len(by_class(b, "fusion"))
     # the page is one block per row while collapsed: far shorter than the open map
     height = int(next(e for e in root.walk() if e.tag == "svg").attrs["height"])
-    open_height = int(next(e for e in parse(render_html(nodes, fusions, misses, collapse=False))
-                           .walk() if e.tag == "svg").attrs["height"])
+    open_height = int(
+        next(
+            e
+            for e in parse(render_html(nodes, fusions, misses, collapse=False)).walk()
+            if e.tag == "svg"
+        ).attrs["height"]
+    )
     assert height < open_height / 5
 
 
 def test_small_graphs_start_open_and_collapse_can_be_forced():
     nodes, fusions, misses = resnet_like(8)
-    assert not any("shut" in b.classes for b in by_class(parse(render_html(nodes, fusions, [])),
-                                                         "blk"))
+    assert not any(
+        "shut" in b.classes
+        for b in by_class(parse(render_html(nodes, fusions, [])), "blk")
+    )
     shut = by_class(parse(render_html(nodes, fusions, misses, collapse=True)), "blk")
     assert all("shut" in b.classes for b in shut)
 
@@ -194,25 +238,47 @@ def test_folded_parameter_inputs_are_named_by_their_users():
     ]
     fusions = [MapFusion("conv2d -> batch_norm", (0, 2, 3), "folded")]
     page = render_html(nodes, fusions, [])
-    root = check_map(page, nodes, [MapFusion("conv2d -> batch_norm", (2, 3), "folded")], [])
+    root = check_map(
+        page, nodes, [MapFusion("conv2d -> batch_norm", (2, 3), "folded")], []
+    )
     conv = next(e for e in by_class(root, "n") if e.attrs["id"] == "n2")
     assert "reads p_conv_weight" in conv.title()
     assert 'data-name="p_conv_weight"' not in page
 
 
-@pytest.mark.parametrize(("fusions", "misses", "nodes", "message"), [
-    ([MapFusion("Conv2d -> BatchNorm2d", (1, 9), "Conv2d")], [], None,
-     r"fusion 'Conv2d -> BatchNorm2d' refers to nodes \[9\] outside the 3 nodes"),
-    ([], [MapMiss("Linear -> ReLU", (), "why")], None,
-     r"near miss 'Linear -> ReLU' refers to nodes \(\)"),
-    ([], [], [MapNode("x", "placeholder", "placeholder", (1,)),
-              MapNode("y", "call_function", "relu", (0,))],
-     r"node 0 \(x\) reads nodes \[1\]: inputs must be earlier nodes"),
-], ids=["fusion-out-of-range", "empty-near-miss", "input-not-earlier"])
+@pytest.mark.parametrize(
+    ("fusions", "misses", "nodes", "message"),
+    [
+        (
+            [MapFusion("Conv2d -> BatchNorm2d", (1, 9), "Conv2d")],
+            [],
+            None,
+            r"fusion 'Conv2d -> BatchNorm2d' refers to nodes \[9\] outside the 3 nodes",
+        ),
+        (
+            [],
+            [MapMiss("Linear -> ReLU", (), "why")],
+            None,
+            r"near miss 'Linear -> ReLU' refers to nodes \(\)",
+        ),
+        (
+            [],
+            [],
+            [
+                MapNode("x", "placeholder", "placeholder", (1,)),
+                MapNode("y", "call_function", "relu", (0,)),
+            ],
+            r"node 0 \(x\) reads nodes \[1\]: inputs must be earlier nodes",
+        ),
+    ],
+    ids=["fusion-out-of-range", "empty-near-miss", "input-not-earlier"],
+)
 def test_bad_input_is_a_clear_error(fusions, misses, nodes, message):
-    nodes = nodes or [MapNode("x", "placeholder", "placeholder"),
-                      MapNode("c", "call_module", "Conv2d", (0,)),
-                      MapNode("b", "call_module", "BatchNorm2d", (1,))]
+    nodes = nodes or [
+        MapNode("x", "placeholder", "placeholder"),
+        MapNode("c", "call_module", "Conv2d", (0,)),
+        MapNode("b", "call_module", "BatchNorm2d", (1,)),
+    ]
     with pytest.raises(ValueError, match=message):
         render_html(nodes, fusions, misses)
 
@@ -249,8 +315,9 @@ def test_exported_programs_draw_with_their_weights_folded():
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
     assert len(folded) == len(placeholders) - 1  # all but the image input x
     nodes, scope_types = fx_map_nodes(program.graph, program.graph_module, folded)
-    assert [n.name for n in nodes if n.folded] == [n.name for n in placeholders
-                                                   if n.name in folded]
+    assert [n.name for n in nodes if n.folded] == [
+        n.name for n in placeholders if n.name in folded
+    ]
     convs = [i for i, n in enumerate(nodes) if n.target == "conv2d.default"]
     assert scope_types["layer1.0"] == "BasicBlock"
     page = render_html(nodes, [], [])
@@ -269,19 +336,39 @@ def _chromium() -> str:
     exe = shutil.which("chromium")
     if exe is None:
         if os.environ.get("PYFUSE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"PYFUSE_REQUIRE_BROWSER=1 but chromium is not installed ({_INSTALL})")
-        pytest.skip(f"chromium is not installed ({_INSTALL}); "
-                    "PYFUSE_REQUIRE_BROWSER=1 makes this a failure")
+            pytest.fail(
+                f"PYFUSE_REQUIRE_BROWSER=1 but chromium is not installed ({_INSTALL})"
+            )
+        pytest.skip(
+            f"chromium is not installed ({_INSTALL}); "
+            "PYFUSE_REQUIRE_BROWSER=1 makes this a failure"
+        )
     return exe
 
 
-def _browser(exe: str, tmp: Path, url: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
+def _browser(
+    exe: str, tmp: Path, url: str, *extra: str
+) -> subprocess.CompletedProcess[bytes]:
     profile = tmp / f"profile-{time.monotonic_ns()}"
     return subprocess.run(
-        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *extra, url],
-        capture_output=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -292,14 +379,22 @@ def test_browser_screenshot_of_a_1000_node_map_is_quick_and_shows_the_graph(tmp_
     nodes, fusions, misses = resnet_like(142, miss_every=20)
     assert len(nodes) == 1000
     page = tmp_path / "map.html"
-    page.write_text(render_html(nodes, fusions, misses, collapse=False), encoding="utf-8")
+    page.write_text(
+        render_html(nodes, fusions, misses, collapse=False), encoding="utf-8"
+    )
     png = tmp_path / "map.png"
     times = []
     for _ in range(3):  # best of three: the machine is shared
         png.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        r = _browser(exe, tmp_path, page.as_uri(), f"--screenshot={png}",
-                     "--window-size=1280,900", "--hide-scrollbars")
+        r = _browser(
+            exe,
+            tmp_path,
+            page.as_uri(),
+            f"--screenshot={png}",
+            "--window-size=1280,900",
+            "--hide-scrollbars",
+        )
         times.append(time.perf_counter() - t0)
         assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
         if min(times) < 2.0:
@@ -325,18 +420,29 @@ def test_browser_runs_the_script_jump_to_a_node_opens_its_block(tmp_path):
     page = tmp_path / "map.html"
     page.write_text(render_html(nodes, fusions, misses), encoding="utf-8")
     target = "layer3.20.bn2"
-    before = {int(b.attrs["data-block"]): b for b in by_class(parse(page.read_text()), "blk")}
-    shut_block = next(k for k, b in before.items() if "shut" in b.classes
-                      and any(e.attrs["data-name"] == target for e in by_class(b, "n")))
+    before = {
+        int(b.attrs["data-block"]): b for b in by_class(parse(page.read_text()), "blk")
+    }
+    shut_block = next(
+        k
+        for k, b in before.items()
+        if "shut" in b.classes
+        and any(e.attrs["data-name"] == target for e in by_class(b, "n"))
+    )
     r = _browser(exe, tmp_path, page.as_uri() + "#" + target, "--dump-dom")
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
     dom = parse(r.stdout.decode())
     body = next(e for e in dom.walk() if e.tag == "body")
-    assert body.attrs.get("data-ready") == "1", "the map's script did not run to its end"
+    assert body.attrs.get("data-ready") == "1", (
+        "the map's script did not run to its end"
+    )
     after = {int(b.attrs["data-block"]): b for b in by_class(dom, "blk")}
     assert "shut" not in after[shut_block].classes
-    assert all(("shut" in after[k].classes) == ("shut" in b.classes)
-               for k, b in before.items() if k != shut_block)
+    assert all(
+        ("shut" in after[k].classes) == ("shut" in b.classes)
+        for k, b in before.items()
+        if k != shut_block
+    )
     # the blocks below moved down to make room for the opened one
     moved = [k for k in after if translate(after[k])[1] != translate(before[k])[1]]
     assert moved == [k for k in after if k > shut_block]
