@@ -332,6 +332,9 @@ def test_exported_programs_draw_with_their_weights_folded():
 _INSTALL = "apt-get install -y --no-install-recommends chromium"
 
 
+_SANITIZER_ENV = {"LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC"}
+
+
 def _chromium() -> str:
     exe = shutil.which("chromium")
     if exe is None:
@@ -350,6 +353,9 @@ def _browser(
     exe: str, tmp: Path, url: str, *extra: str
 ) -> subprocess.CompletedProcess[bytes]:
     profile = tmp / f"profile-{time.monotonic_ns()}"
+    # the browser is a tool here, not under test: without the sanitizer runtimes
+    # ./dev sanitize preloads into every process the suite starts
+    env = {k: v for k, v in os.environ.items() if k not in _SANITIZER_ENV}
     return subprocess.run(
         [
             exe,
@@ -369,6 +375,7 @@ def _browser(
         timeout=120,
         check=False,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 
