@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .engine.matching import Match
     from .fx.plan import Plan
     from .fx.prepare import Fusion
-    from .htmlmap import MapNode
+    from .htmlmap import MapFusion, MapMiss, MapNode
 
 __all__ = ["Explanation", "explain"]
 
@@ -65,26 +65,19 @@ class Explanation:
             collapse: start with the blocks holding no near miss collapsed; None:
                 only on graphs of more than 1,000 nodes.
         """
-        from .htmlmap import MapFusion, MapMiss, render_html
+        from .htmlmap import render_html
 
         if self.graph is None:
             raise ValueError(
                 "this Explanation has no graph to draw: make it with pyfuse.explain()"
             )
-        fusions = [
-            MapFusion(f.pattern, ids, f.fused_type)
-            for f, ids in zip(self.fused, self.graph.fused, strict=True)
-        ]
-        misses = [
-            MapMiss(s.pattern, ids, s.reason)
-            for s, ids in zip(self.near_misses, self.graph.near_misses, strict=True)
-        ]
+        g = self.graph
         return render_html(
-            self.graph.nodes,
-            fusions,
-            misses,
+            g.nodes,
+            g.fusions,
+            g.near_misses,
             title=title,
-            scope_types=self.graph.scope_types,
+            scope_types=g.scope_types,
             collapse=collapse,
         )
 
@@ -100,13 +93,14 @@ class Explanation:
 
 @dataclass
 class _MapData:
-    """The graph for the fusion map: its nodes, and the node positions of each fusion
-    and near miss (in the order of ``Explanation.fused`` / ``near_misses``)."""
+    """The graph as the fusion map draws it: its nodes and module scopes, and each
+    fusion and near miss by node position (in the order of ``Explanation.fused`` /
+    ``near_misses``)."""
 
     nodes: list[MapNode]
     scope_types: dict[str, str]
-    fused: list[tuple[int, ...]] = field(default_factory=list)
-    near_misses: list[tuple[int, ...]] = field(default_factory=list)
+    fusions: list[MapFusion]
+    near_misses: list[MapMiss]
 
 
 def explain(
@@ -126,7 +120,7 @@ def explain(
 
     from .fx.pipeline import analyze, call_fusers, record
     from .fx.plan import configs, plan_for
-    from .htmlmap import fx_map_nodes
+    from .htmlmap import MapFusion, MapMiss, fx_map_nodes
 
     _, backend_config = configs(None, backend_config)
     gm = (
@@ -144,10 +138,20 @@ def explain(
     misses, missed = _near_misses(gm, flat, fusions, plan, is_qat)
     out.near_misses += misses
     position = {n: i for i, n in enumerate(gm.graph.nodes)}
+
+    def at(claimed: list[torch.fx.Node]) -> tuple[int, ...]:
+        return tuple(sorted(position[n] for n in claimed))
+
     out.graph = _MapData(
         *fx_map_nodes(gm.graph, gm),
-        [tuple(sorted(position[n] for n in f.match.claimed)) for f in fusions],
-        [tuple(sorted(position[n] for n in m.claimed)) for m in skipped + missed],
+        [
+            MapFusion(r.pattern, at(f.match.claimed), r.fused_type)
+            for r, f in zip(out.fused, fusions, strict=True)
+        ],
+        [
+            MapMiss(s.pattern, at(m.claimed), s.reason)
+            for s, m in zip(out.near_misses, skipped + missed, strict=True)
+        ],
     )
     return out
 

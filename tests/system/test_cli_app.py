@@ -85,10 +85,10 @@ def _console_script() -> Path:
     return script
 
 
-def _pyfuse(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [str(_console_script()), *args],
+        list(cmd),
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -96,6 +96,10 @@ def _pyfuse(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+def _pyfuse(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _run(cwd, str(_console_script()), *args)
 
 
 @pytest.fixture
@@ -258,21 +262,13 @@ def test_to_html_draws_what_explain_reports():
     page = ex.to_html()
     assert ex.graph is not None
     nodes = ex.graph.nodes
-    from pyfuse.htmlmap import MapFusion, MapMiss
-
-    fusions = [
-        MapFusion(f.pattern, ids, f.fused_type)
-        for f, ids in zip(ex.fused, ex.graph.fused, strict=True)
-    ]
-    misses = [
-        MapMiss(s.pattern, ids, s.reason)
-        for s, ids in zip(ex.near_misses, ex.graph.near_misses, strict=True)
-    ]
-    check_map(page, nodes, fusions, misses)
-    for f, ids in zip(ex.fused, ex.graph.fused, strict=True):
-        assert tuple(nodes[i].name for i in ids) == f.nodes
-    for s, ids in zip(ex.near_misses, ex.graph.near_misses, strict=True):
-        assert tuple(nodes[i].name for i in ids) == s.nodes
+    check_map(page, nodes, ex.graph.fusions, ex.graph.near_misses)
+    for f, drawn in zip(ex.fused, ex.graph.fusions, strict=True):
+        assert tuple(nodes[i].name for i in drawn.nodes) == f.nodes
+        assert (drawn.pattern, drawn.fused_type) == (f.pattern, f.fused_type)
+    for s, drawn in zip(ex.near_misses, ex.graph.near_misses, strict=True):
+        assert tuple(nodes[i].name for i in drawn.nodes) == s.nodes
+        assert drawn.reason == s.reason
     with pytest.raises(ValueError, match="no graph to draw"):
         pyfuse.Explanation().to_html()
 
@@ -290,15 +286,8 @@ def test_to_html_includes_the_matches_the_pass_skips():
 
 
 def test_python_m_and_the_console_script_agree(user_dir):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    via_m = subprocess.run(
-        [sys.executable, "-m", "pyfuse", "explain", "models:net", "--json"],
-        cwd=user_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    via_m = _run(
+        user_dir, sys.executable, "-m", "pyfuse", "explain", "models:net", "--json"
     )
     via_script = _pyfuse(user_dir, "explain", "models:net", "--json")
     assert via_m.returncode == via_script.returncode == 0, (
