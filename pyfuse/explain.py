@@ -11,24 +11,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .report import Fused, FuseReport, Skipped, pattern_name
+from .report import (
+    Fused,
+    FuseReport,
+    Skipped,
+    forward_labels,
+    fusion_lines,
+    node_label,
+    pattern_name,
+    skipped_lines,
+)
 
 if TYPE_CHECKING:
     import torch
 
     from .engine.flatten import Flat
+    from .engine.matching import Match
     from .fx.plan import Plan
     from .fx.prepare import Fusion
+    from .htmlmap import MapFusion, MapMiss, MapNode
 
 __all__ = ["Explanation", "explain"]
 
 
 @dataclass
 class Explanation:
-    """Fusions pyfuse would make and the near misses, with reasons."""
+    """Fusions pyfuse would make and the near misses, with reasons.
+
+    Nodes are named as everywhere in pyfuse: in forward order, module paths for
+    call_module nodes, node names otherwise (see :func:`pyfuse.report.node_label`).
+    """
 
     fused: list[Fused] = field(default_factory=list)
     near_misses: list[Skipped] = field(default_factory=list)
+    # the graph as the fusion map draws it, with each fusion's / near miss's node
+    # positions (filled by explain(); not part of the comparison or the dict)
+    graph: _MapData | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,21 +54,53 @@ class Explanation:
             "near_misses": [vars(s) for s in self.near_misses],
         }
 
+    def to_html(
+        self, title: str = "pyfuse fusion map", collapse: bool | None = None
+    ) -> str:
+        """The fusion map: one self-contained HTML page drawing the graph in forward
+        order, each fusion a coloured group, each near miss marked with its reason.
+
+        Args:
+            title: the page title.
+            collapse: start with the blocks holding no near miss collapsed; None:
+                only on graphs of more than 1,000 nodes.
+        """
+        from .htmlmap import render_html
+
+        if self.graph is None:
+            raise ValueError(
+                "this Explanation has no graph to draw: make it with pyfuse.explain()"
+            )
+        g = self.graph
+        return render_html(
+            g.nodes,
+            g.fusions,
+            g.near_misses,
+            title=title,
+            scope_types=g.scope_types,
+            collapse=collapse,
+        )
+
     def __str__(self) -> str:
-        rows = [("pattern", "nodes", "fused module")]
-        rows += [(f.pattern, ", ".join(f.nodes), f.fused_type) for f in self.fused]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [f"{len(self.fused)} fusion(s):"]
-        for k, r in enumerate(rows):
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-            if k == 0:
-                lines.append("  " + "  ".join("-" * w for w in widths))
+        lines = [f"{len(self.fused)} fusion(s):", *fusion_lines(self.fused)]
         if self.near_misses:
             lines.append(f"{len(self.near_misses)} near miss(es):")
-            lines += [f"  {s.pattern} at {', '.join(s.nodes)}: {s.reason}" for s in self.near_misses]
+            lines += skipped_lines(self.near_misses)
         else:
             lines.append("no near misses")
         return "\n".join(lines)
+
+
+@dataclass
+class _MapData:
+    """The graph as the fusion map draws it: its nodes and module scopes, and each
+    fusion and near miss by node position (in the order of ``Explanation.fused`` /
+    ``near_misses``)."""
+
+    nodes: list[MapNode]
+    scope_types: dict[str, str]
+    fusions: list[MapFusion]
+    near_misses: list[MapMiss]
 
 
 def explain(
@@ -70,47 +120,79 @@ def explain(
 
     from .fx.pipeline import analyze, call_fusers, record
     from .fx.plan import configs, plan_for
+    from .htmlmap import MapFusion, MapMiss, fx_map_nodes
 
     _, backend_config = configs(None, backend_config)
-    gm = model if isinstance(model, torch.fx.GraphModule) else torch.fx.symbolic_trace(model)
+    gm = (
+        model
+        if isinstance(model, torch.fx.GraphModule)
+        else torch.fx.symbolic_trace(model)
+    )
     plan = plan_for(backend_config)
     report = FuseReport()
-    flat, fusions, failure = analyze(gm, is_qat, plan, report)
+    skipped: list[Match] = []
+    flat, fusions, failure = analyze(gm, is_qat, plan, report, skipped)
     call_fusers(fusions, is_qat, failure)  # builds fused modules; installs nothing
     record(fusions, report)
     out = Explanation(report.fused, list(report.skipped))
-    out.near_misses += _near_misses(gm, flat, fusions, plan, is_qat)
+    misses, missed = _near_misses(gm, flat, fusions, plan, is_qat)
+    out.near_misses += misses
+    position = {n: i for i, n in enumerate(gm.graph.nodes)}
+
+    def at(claimed: list[torch.fx.Node]) -> tuple[int, ...]:
+        return tuple(sorted(position[n] for n in claimed))
+
+    out.graph = _MapData(
+        *fx_map_nodes(gm.graph, gm),
+        [
+            MapFusion(r.pattern, at(f.match.claimed), r.fused_type)
+            for r, f in zip(out.fused, fusions, strict=True)
+        ],
+        [
+            MapMiss(s.pattern, at(m.claimed), s.reason)
+            for s, m in zip(out.near_misses, skipped + missed, strict=True)
+        ],
+    )
     return out
 
 
 def _near_misses(
     gm: torch.nn.Module, flat: Flat, fusions: list[Fusion], plan: Plan, is_qat: bool
-) -> list[Skipped]:
-    """Chains that match once user counts are ignored, and what stops each."""
+) -> tuple[list[Skipped], list[Match]]:
+    """Chains that match once user counts are ignored, what stops each, and their
+    matches."""
     from . import _core
     from .engine.flatten import Flat
     from .engine.matching import match_graph
     from .fx.prepare import Modules, prepare
 
     out: list[Skipped] = []
+    matches: list[Match] = []
     fused_nodes = {n for f in fusions for n in f.match.claimed}
     relaxed = _core.FlatGraph(
-        flat.graph.label, [min(u, 1) for u in flat.graph.users], flat.graph.arg_off, flat.graph.arg
+        flat.graph.label,
+        [min(u, 1) for u in flat.graph.users],
+        flat.graph.arg_off,
+        flat.graph.arg,
     )
     modules = Modules(gm)
     relaxed_flat = Flat(relaxed, flat.nodes, flat.modules, flat.get_attrs)
-    for m in match_graph(plan.compiled, relaxed_flat):
+    for m in reversed(match_graph(plan.compiled, relaxed_flat)):  # forward order
         if fused_nodes.intersection(m.claimed):
             continue
         busy = [n for n in m.claimed if n is not m.last and len(n.users) > 1]
-        names = tuple(n.name for n in m.claimed)
         if busy:
-            reason = "; ".join(f"{n.name} has {len(n.users)} users" for n in busy)
+            reason = "; ".join(
+                f"{node_label(n)} has {len(n.users)} users" for n in busy
+            )
         else:
             try:
                 prepare(plan, m, relaxed_flat, modules, is_qat)
                 continue
             except AssertionError as e:
                 reason = str(e).strip()
-        out.append(Skipped(pattern_name(m.pattern), names, reason))
-    return out
+        out.append(
+            Skipped(pattern_name(m.pattern), forward_labels(m.ids, m.claimed), reason)
+        )
+        matches.append(m)
+    return out, matches

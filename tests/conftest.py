@@ -19,7 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "long: a long run (fuzzing); needs --long")
     config.addinivalue_line(
-        "markers", "quick: the quick suite run on every other supported Python (./dev pyvers)"
+        "markers",
+        "quick: the quick suite run on every other supported Python (./dev pyvers)",
     )
 
 
@@ -36,7 +37,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:  # noqa: ARG001
     ]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     if config.getoption("--long"):
         return
     long_items = [item for item in items if item.get_closest_marker("long")]

@@ -92,12 +92,31 @@ class Match:
         entries: node name -> (last, pattern, the list the node was recorded in).
     """
 
-    __slots__ = ("_entries", "_node_pattern", "_walk", "claimed", "ids", "index", "last",
-                 "pattern", "pattern_index", "plain", "shape")
+    __slots__ = (
+        "_entries",
+        "_node_pattern",
+        "_walk",
+        "claimed",
+        "ids",
+        "index",
+        "last",
+        "pattern",
+        "pattern_index",
+        "plain",
+        "shape",
+    )
 
-    def __init__(self, walk: _Walk, index: int, last: Node, pattern: Any,
-                 pattern_index: int, ids: list[int], claimed: list[Node],
-                 shape: tuple[int, Builder] | None) -> None:
+    def __init__(
+        self,
+        walk: _Walk,
+        index: int,
+        last: Node,
+        pattern: Any,
+        pattern_index: int,
+        ids: list[int],
+        claimed: list[Node],
+        shape: tuple[int, Builder] | None,
+    ) -> None:
         self._walk = walk
         self.index = index
         self.last = last
@@ -132,7 +151,8 @@ class Match:
         self._node_pattern, lists = self.shape[1](self.claimed)
         last, pattern = self.last, self.pattern
         self._entries = {
-            n.name: (last, pattern, acc) for n, acc in zip(self.claimed, lists, strict=True)
+            n.name: (last, pattern, acc)
+            for n, acc in zip(self.claimed, lists, strict=True)
         }
 
     def __repr__(self) -> str:
@@ -228,7 +248,12 @@ def match_graph(
 ) -> list[Match]:
     """All matches in claim order. `exclude` holds (node index, pattern index) pairs."""
     res = _run(compiled, flat, exclude)
-    roots, pats, claimed, claimed_off = res.roots, res.patterns, res.claimed, res.claimed_off
+    roots, pats, claimed, claimed_off = (
+        res.roots,
+        res.patterns,
+        res.claimed,
+        res.claimed_off,
+    )
     nodes = flat.nodes
     patterns = compiled.patterns
     out: list[Match] = []
@@ -237,7 +262,16 @@ def match_graph(
     for m, (r, k) in enumerate(zip(roots, pats, strict=True)):
         ids = claimed[claimed_off[m] : claimed_off[m + 1]]
         out.append(
-            Match(walk, m, nodes[r], patterns[k], k, ids, [nodes[i] for i in ids], shapes[k])
+            Match(
+                walk,
+                m,
+                nodes[r],
+                patterns[k],
+                k,
+                ids,
+                [nodes[i] for i in ids],
+                shapes[k],
+            )
         )
     return out
 

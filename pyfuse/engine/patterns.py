@@ -100,7 +100,9 @@ class CompiledPatterns:
             if callable(entry):
                 if entry not in self._func_labels:
                     self._func_labels[entry] = new_label(False)
-                return (_GETATTR if entry is getattr else _LABEL), self._func_labels[entry]
+                return (_GETATTR if entry is getattr else _LABEL), self._func_labels[
+                    entry
+                ]
             if isinstance(entry, str):
                 if entry not in self._method_labels:
                     self._method_labels[entry] = new_label(False)
@@ -195,4 +197,3 @@ def sort_patterns(patterns: Sequence[Any]) -> list[Any]:
     return sorted(
         patterns, key=lambda p: -pattern_size(p) if isinstance(p, tuple) else 1
     )
-

@@ -59,7 +59,8 @@ def conflicts(
     # Sites the fusions erase (claimed, not a root) no longer call their module.
     erased = {n for f in fusions for n in f.match.claimed if n is not f.root_node}
     calls: Counter[int] = Counter(
-        id(m) for m, n in zip(flat.modules, flat.nodes, strict=True)
+        id(m)
+        for m, n in zip(flat.modules, flat.nodes, strict=True)
         if m is not None and n not in erased
     )
     shape: dict[int, set[tuple[Any, ...]]] = {}
@@ -96,7 +97,9 @@ def conflicts(
                 outer = ".".join(parts[:k])
                 parent = modules.get(outer)
                 if parent is not None and calls[id(parent)]:
-                    reason = f"module {path!r} is inside module {outer!r}, which is called"
+                    reason = (
+                        f"module {path!r} is inside module {outer!r}, which is called"
+                    )
                     break
         if reason and id(f) not in flagged:
             out.append((f, reason))
@@ -126,7 +129,9 @@ def _unclaimed_root_conflicts(fusions: list[Fusion]) -> list[tuple[Fusion, str]]
             out.append((f, f"{what} and another match fuses"))
         elif any(u not in inside for u in root.users):
             user = next(u for u in root.users if u not in inside)
-            out.append((f, f"{what} and {user.name!r} also uses; fusing would change it"))
+            out.append(
+                (f, f"{what} and {user.name!r} also uses; fusing would change it")
+            )
     return out
 
 
@@ -142,7 +147,10 @@ def read_outside(f: Fusion) -> bool:
     a node another match removes: `first_dangling_use` rejects the others)."""
     inside = set(f.match.claimed)
     return any(
-        u not in inside for n in f.match.claimed if n is not f.match.last for u in n.users
+        u not in inside
+        for n in f.match.claimed
+        if n is not f.match.last
+        for u in n.users
     )
 
 
@@ -157,7 +165,9 @@ def unavailable_input(f: Fusion, removed: set[Node]) -> Node | None:
     that is not there: removed by a fusion, or not before it. The reference looks
     each input up among the nodes it has copied so far."""
     used: list[Node] = []
-    torch.fx.map_arg((f.root_node.args, f.root_node.kwargs, f.extra_inputs), used.append)
+    torch.fx.map_arg(
+        (f.root_node.args, f.root_node.kwargs, f.extra_inputs), used.append
+    )
     last = f.match.last
     return next((a for a in used if a in removed or not a < last), None)
 
@@ -166,7 +176,11 @@ def check_inputs(f: Fusion, removed: set[Node]) -> None:
     a = unavailable_input(f, removed)
     if a is not None:
         last = f.match.last
-        where = "which the fusion removes" if a in removed else f"which comes after {last.name!r}"
+        where = (
+            "which the fusion removes"
+            if a in removed
+            else f"which comes after {last.name!r}"
+        )
         raise ErasedInput(
             f"cannot fuse {pattern_name(f.match.pattern)} at node "
             f"{last.name!r}: the fused node would use {a.name!r}, {where}"
@@ -188,7 +202,6 @@ def check_targets(model: GraphModule, flat: Flat) -> None:
                     f"{type(obj).__name__} has no attribute {atom!r}; the model is unchanged"
                 )
             obj = getattr(obj, atom)
-
 
 
 @dataclass(slots=True)

@@ -51,12 +51,15 @@ def _fold(
     fused_b = (b - rm) * rsqrt * bn_w + bn_b
     return (
         torch.nn.Parameter(fused_w.to(weight.dtype), weight.requires_grad),
-        torch.nn.Parameter(fused_b.to(b.dtype if bias is not None else weight.dtype), b.requires_grad),
+        torch.nn.Parameter(
+            fused_b.to(b.dtype if bias is not None else weight.dtype), b.requires_grad
+        ),
     )
 
 
 def grouped_convtranspose_bn(
-    convt: torch.nn.modules.conv._ConvTransposeNd, bn: torch.nn.modules.batchnorm._BatchNorm
+    convt: torch.nn.modules.conv._ConvTransposeNd,
+    bn: torch.nn.modules.batchnorm._BatchNorm,
 ) -> torch.nn.Module:
     """ConvTranspose + BN folded, groups > 1 too (torch's fold uses the wrong layout)."""
     if convt.training or bn.training:
@@ -113,24 +116,49 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
     """
     groups: dict[Any, list[tuple[Any, ...]]] = {}
     for conv, bn in pairs:
-        if type(conv) not in PLAIN_CONVS or conv.training or bn.training or not bn.affine:
+        if (
+            type(conv) not in PLAIN_CONVS
+            or conv.training
+            or bn.training
+            or not bn.affine
+        ):
             continue
         # (plain convs and BatchNorms: their tensors are in these dicts)
         cp, bp, bb = conv._parameters, bn._parameters, bn._buffers
-        w, b, bn_w, bn_b = cp.get("weight"), cp.get("bias"), bp.get("weight"), bp.get("bias")
+        w, b, bn_w, bn_b = (
+            cp.get("weight"),
+            cp.get("bias"),
+            bp.get("weight"),
+            bp.get("bias"),
+        )
         rm, rv = bb.get("running_mean"), bb.get("running_var")
         if w is None or rm is None or rv is None or bn_w is None or bn_b is None:
             continue
         dt = w.dtype
-        if not (rm.dtype is dt and rv.dtype is dt and bn_w.dtype is dt and bn_b.dtype is dt
-                and (b is None or b.dtype is dt) and w.is_contiguous()
-                and w.numel() <= _MAX_BATCHED_NUMEL):
+        if not (
+            rm.dtype is dt
+            and rv.dtype is dt
+            and bn_w.dtype is dt
+            and bn_b.dtype is dt
+            and (b is None or b.dtype is dt)
+            and w.is_contiguous()
+            and w.numel() <= _MAX_BATCHED_NUMEL
+        ):
             continue
-        key = (dt, w.device, w.shape[1:], b is not None, bn.eps,
-               w.requires_grad, b is not None and b.requires_grad)
+        key = (
+            dt,
+            w.device,
+            w.shape[1:],
+            b is not None,
+            bn.eps,
+            w.requires_grad,
+            b is not None and b.requires_grad,
+        )
         groups.setdefault(key, []).append((id(conv), id(bn), w, b, rm, rv, bn_w, bn_b))
     table: Folds = {}
-    make = torch.Tensor._make_subclass  # what Parameter(t, grad) does for a plain tensor
+    make = (
+        torch.Tensor._make_subclass
+    )  # what Parameter(t, grad) does for a plain tensor
     param = torch.nn.Parameter
     with torch.no_grad():
         for (_, _, inner, has_bias, eps, w_grad, b_grad), items in groups.items():
@@ -144,8 +172,12 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
             fused_w = torch.cat(ws) * (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
             fused_b = (conv_b - rm) * rsqrt * bn_w + torch.cat(bbs)
             sizes = [w.shape[0] for w in ws]
-            for item, fw, fb in zip(items, fused_w.split(sizes), fused_b.split(sizes),  # type: ignore[no-untyped-call]
-                                    strict=True):
+            for item, fw, fb in zip(
+                items,
+                fused_w.split(sizes),  # type: ignore[no-untyped-call]
+                fused_b.split(sizes),  # type: ignore[no-untyped-call]
+                strict=True,
+            ):
                 table[item[0], item[1]] = (
                     make(param, fw.clone(), w_grad),
                     make(param, fb.clone(), b_grad),

@@ -63,8 +63,19 @@ __all__ = [
 
 
 _IMMUTABLE = frozenset(
-    {int, float, bool, str, bytes, tuple, type(None), torch.dtype, torch.device,
-     types.FunctionType, types.BuiltinFunctionType}
+    {
+        int,
+        float,
+        bool,
+        str,
+        bytes,
+        tuple,
+        type(None),
+        torch.dtype,
+        torch.device,
+        types.FunctionType,
+        types.BuiltinFunctionType,
+    }
 )  # what copy.deepcopy returns as is (functions included), or copies to an equal value
 _CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
 _SHELL = _IMMUTABLE | _CONTAINERS
@@ -84,13 +95,21 @@ def _shell_copy(module: torch.nn.Module) -> torch.nn.Module | None:
     """What ``copy.deepcopy(module)`` gives, except that the parameters are shared
     (the caller replaces them); None where that is not simple to guarantee."""
     d = module.__dict__
-    if d.get("_buffers") or d.get("_modules") or not _SHELL.issuperset(map(type, d.values())):
+    if (
+        d.get("_buffers")
+        or d.get("_modules")
+        or not _SHELL.issuperset(map(type, d.values()))
+    ):
         return None
     state = d.copy()
     for k, v in d.items():
         if type(v) in _CONTAINERS:
-            if v and k != "_parameters" and not _IMMUTABLE.issuperset(
-                map(type, v.values() if isinstance(v, dict) else v)
+            if (
+                v
+                and k != "_parameters"
+                and not _IMMUTABLE.issuperset(
+                    map(type, v.values() if isinstance(v, dict) else v)
+                )
             ):
                 return None
             state[k] = v.copy()
@@ -110,7 +129,9 @@ class _Template:
         if any(state[k] for k, _ in self.fresh if k != "_modules"):
             raise AssertionError(f"{self.cls.__name__}() holds state; not a template")
         # (containers are replaced by fresh ones in `new`: hold none of the instance's)
-        self.state = {k: (None if type(v) in _CONTAINERS else v) for k, v in state.items()}
+        self.state = {
+            k: (None if type(v) in _CONTAINERS else v) for k, v in state.items()
+        }
 
     def new(self, **attrs: Any) -> Any:
         state = self.state.copy()
@@ -191,17 +212,29 @@ def _conv_bn_eval(
     if fused is None or conv.training or bn.training or bn.running_mean is None:
         result: torch.nn.Module = fuse_conv_bn_eval(conv, bn, transpose)
         return result
-    folded = folds.pop((id(conv), id(bn)), None) if folds is not None and not transpose else None
+    folded = (
+        folds.pop((id(conv), id(bn)), None)
+        if folds is not None and not transpose
+        else None
+    )
     if folded is None:
         folded = fuse_conv_bn_weights(
-            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
-            bn.bias, transpose,
+            conv.weight,
+            conv.bias,
+            bn.running_mean,
+            bn.running_var,
+            bn.eps,
+            bn.weight,
+            bn.bias,
+            transpose,
         )
     _set_weight_bias(fused, folded)
     return fused
 
 
-def _set_weight_bias(module: Any, weight_bias: tuple[torch.nn.Parameter, torch.nn.Parameter]) -> None:
+def _set_weight_bias(
+    module: Any, weight_bias: tuple[torch.nn.Parameter, torch.nn.Parameter]
+) -> None:
     """``module.weight, module.bias = weight_bias`` for a module of ours."""
     params = module.__dict__["_parameters"]
     if registration_hooks() or "weight" not in params or "bias" not in params:
@@ -211,15 +244,22 @@ def _set_weight_bias(module: Any, weight_bias: tuple[torch.nn.Parameter, torch.n
 
 
 _CONV_TYPES = (
-    *PLAIN_CONVS, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d,
+    *PLAIN_CONVS,
+    torch.nn.ConvTranspose1d,
+    torch.nn.ConvTranspose2d,
+    torch.nn.ConvTranspose3d,
 )
 
 
 _CONV_RELU = {
-    torch.nn.Conv1d: nni.ConvReLU1d, torch.nn.Conv2d: nni.ConvReLU2d, torch.nn.Conv3d: nni.ConvReLU3d,
+    torch.nn.Conv1d: nni.ConvReLU1d,
+    torch.nn.Conv2d: nni.ConvReLU2d,
+    torch.nn.Conv3d: nni.ConvReLU3d,
 }
 _CONV_BN_QAT = {
-    torch.nn.Conv1d: nni.ConvBn1d, torch.nn.Conv2d: nni.ConvBn2d, torch.nn.Conv3d: nni.ConvBn3d,
+    torch.nn.Conv1d: nni.ConvBn1d,
+    torch.nn.Conv2d: nni.ConvBn2d,
+    torch.nn.Conv3d: nni.ConvBn3d,
 }
 _CONV_BN_RELU_QAT = {
     torch.nn.Conv1d: nni.ConvBnReLU1d,
@@ -235,7 +275,9 @@ _CONV_BN_RELU_QAT = {
 # The two conv + BN eval fusers take the pass's batched folds (keyword `folds`).
 
 
-def fast_conv_bn(is_qat: bool, bn: Any, conv: Any, *, folds: Folds | None = None) -> Any:
+def fast_conv_bn(
+    is_qat: bool, bn: Any, conv: Any, *, folds: Folds | None = None
+) -> Any:
     if conv.training != bn.training:
         return fuse_conv_bn(is_qat, conv, bn)  # type: ignore[no-untyped-call]
     return _conv_bn_eval(conv, bn, folds=folds)
@@ -289,8 +331,11 @@ def _fast_conv_bn_qat(is_qat: bool, bn: Any, conv: Any) -> Any:
 def _fast_conv_bn_relu_qat(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
     bn, conv = bn_conv
     cls = _CONV_BN_RELU_QAT.get(type(conv))
-    if (cls is None or not (conv.training == bn.training == relu.training)
-            or not _qat_ready(conv, bn)):
+    if (
+        cls is None
+        or not (conv.training == bn.training == relu.training)
+        or not _qat_ready(conv, bn)
+    ):
         return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
     return _sequential(cls, conv, bn, relu)
 
@@ -307,13 +352,28 @@ def _fast_linear_bn(is_qat: bool, bn: Any, linear: Any) -> Any:
     if not bn.affine:
         return linear_bn_no_affine(linear, bn)
     fused = _shell_copy(linear) if type(linear) is torch.nn.Linear else None
-    if (fused is None or linear.training or bn.training or bn.running_mean is None
-            or bn.running_var is None or bn.num_features not in (linear.out_features, 1)):
+    if (
+        fused is None
+        or linear.training
+        or bn.training
+        or bn.running_mean is None
+        or bn.running_var is None
+        or bn.num_features not in (linear.out_features, 1)
+    ):
         return fuse_linear_bn(is_qat, linear, bn)  # type: ignore[no-untyped-call]
     # torch's fuse_linear_bn_eval, on the original tensors instead of a deep copy's
-    _set_weight_bias(fused, fuse_linear_bn_weights(
-        linear.weight, linear.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-    ))
+    _set_weight_bias(
+        fused,
+        fuse_linear_bn_weights(
+            linear.weight,
+            linear.bias,
+            bn.running_mean,
+            bn.running_var,
+            bn.eps,
+            bn.weight,
+            bn.bias,
+        ),
+    )
     return fused
 
 
@@ -343,7 +403,8 @@ def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
         return lambda _is_qat, second, first: _sequential(cls, first, second)
     fast: dict[Any, Callable[..., Any]] = (
         {fuse_conv_bn: _fast_conv_bn_qat, fuse_conv_bn_relu: _fast_conv_bn_relu_qat}
-        if is_qat else {
+        if is_qat
+        else {
             fuse_conv_bn: fast_conv_bn,
             fuse_conv_bn_relu: fast_conv_bn_relu,
             fuse_convtranspose_bn: _fast_convtranspose_bn,

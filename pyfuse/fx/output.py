@@ -50,8 +50,13 @@ def build_output(
 
     def fresh_name(mod: Any, name: str) -> bool:
         d = mod.__dict__
-        return not (name in d or name in d["_parameters"] or name in d["_buffers"]
-                    or name in d["_modules"] or hasattr(type(mod), name))
+        return not (
+            name in d
+            or name in d["_parameters"]
+            or name in d["_buffers"]
+            or name in d["_modules"]
+            or hasattr(type(mod), name)
+        )
 
     for node in graph.nodes:
         if node.op not in ("get_attr", "call_module"):

@@ -32,7 +32,7 @@ from ..engine.flatten import Flat, flatten
 from ..engine.gcpause import gc_paused
 from ..engine.matching import Match, match_graph
 from ..errors import GraphModuleRequired, ModuleRequired, NotAModule, add_note
-from ..report import Fused, FuseReport, Skipped, pattern_name
+from ..report import Fused, FuseReport, Skipped, forward_labels, pattern_name
 from .checks import (
     check_inputs,
     check_targets,
@@ -54,7 +54,11 @@ log = logging.getLogger("pyfuse")
 
 
 def _fuse(
-    model: GraphModule, is_qat: bool, backend_config: Any, lazy: bool, return_report: bool
+    model: GraphModule,
+    is_qat: bool,
+    backend_config: Any,
+    lazy: bool,
+    return_report: bool,
 ) -> GraphModule | tuple[GraphModule, FuseReport]:
     plan = plan_for(backend_config)
     report = FuseReport()
@@ -150,7 +154,9 @@ def fuse_fx(
     from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
 
     if not isinstance(model, torch.nn.Module):
-        raise ModuleRequired(f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}")
+        raise ModuleRequired(
+            f"pyfuse.fuse_fx expects an nn.Module, got {type(model).__name__}"
+        )
     fuse_custom_config = fuse_custom_config_of(fuse_custom_config, stacklevel=2)
     preserved = {
         a: getattr(model, a)
@@ -158,19 +164,25 @@ def fuse_fx(
         if hasattr(model, a)
     }
     traced = torch.fx.symbolic_trace(model)
-    out: GraphModule = fuse(traced, False, fuse_custom_config, backend_config, lazy=lazy)
+    out: GraphModule = fuse(
+        traced, False, fuse_custom_config, backend_config, lazy=lazy
+    )
     attach_preserved_attrs_to_model(out, preserved)
     return out
 
 
 def analyze(
-    model: GraphModule, is_qat: bool, plan: Plan, report: FuseReport
+    model: GraphModule,
+    is_qat: bool,
+    plan: Plan,
+    report: FuseReport,
+    skipped_matches: list[Match] | None = None,
 ) -> tuple[Flat, list[Fusion], Exception | None]:
     """Steps 2-3: the fusions to make, in graph order, with skipped matches
-    recorded in `report`. If preparing a match raises, or a node that stays reads
-    a node a match removes, the fusions before that point in graph order and the
-    exception: the reference calls their fusers before it meets the error.
-    Mutates nothing."""
+    recorded in `report` (and their matches appended to `skipped_matches`, if
+    given). If preparing a match raises, or a node that stays reads a node a match
+    removes, the fusions before that point in graph order and the exception: the
+    reference calls their fusers before it meets the error. Mutates nothing."""
     flat = flatten(model.graph, model, plan.compiled)
     modules = Modules(model)
     exclude: list[int] = []
@@ -203,11 +215,16 @@ def analyze(
             m = f.match
             exclude += [index[m.last], m.pattern_index]
             skipped = Skipped(
-                pattern_name(m.pattern), tuple(n.name for n in m.claimed), reason
+                pattern_name(m.pattern), forward_labels(m.ids, m.claimed), reason
             )
             report.skipped.append(skipped)
+            if skipped_matches is not None:
+                skipped_matches.append(m)
             log.warning(
-                "pyfuse: not fusing %s at %s: %s", skipped.pattern, skipped.nodes, reason
+                "pyfuse: not fusing %s at %s: %s",
+                skipped.pattern,
+                skipped.nodes,
+                reason,
             )
 
 
@@ -264,13 +281,14 @@ def _call_one(f: Fusion, is_qat: bool, folds: Folds | None) -> torch.nn.Module:
 def record(fusions: list[Fusion], report: FuseReport) -> None:
     """Add the fusions made to `report`."""
     for f in fusions:
+        m = f.match
+        nodes = forward_labels(m.ids, m.claimed)
+        modules = forward_labels(
+            [i for i, n in zip(m.ids, m.claimed, strict=True) if n.op == "call_module"],
+            [n for n in m.claimed if n.op == "call_module"],
+        )
         report.fused.append(
-            Fused(
-                pattern_name(f.match.pattern),
-                tuple(n.name for n in f.match.claimed),
-                tuple(str(n.target) for n in f.match.claimed if n.op == "call_module"),
-                type(f.fused).__name__,
-            )
+            Fused(pattern_name(m.pattern), nodes, modules, type(f.fused).__name__)
         )
 
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from ..engine.patterns import CompiledPatterns, compile_patterns, sort_patterns
 
-__all__ = ["Plan", "configs", "fuse_custom_config_of", "make_plan", "native_plan", "plan_for"]
+__all__ = [
+    "Plan",
+    "configs",
+    "fuse_custom_config_of",
+    "make_plan",
+    "native_plan",
+    "plan_for",
+]
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,9 @@ class Plan:
     root_getters: dict[Any, Callable[..., Any]]
     extra_getters: dict[Any, Callable[..., Any]]
     fuser_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict)
-    plain_fusers: dict[tuple[int, bool], Callable[..., Any]] = field(default_factory=dict)
+    plain_fusers: dict[tuple[int, bool], Callable[..., Any]] = field(
+        default_factory=dict
+    )
 
 
 def make_plan(backend_config: Any) -> Plan:

@@ -55,7 +55,6 @@ class Modules:
         return mod
 
 
-
 @dataclass(slots=True)
 class Fusion:
     """One match, prepared: the arguments of its fuser method, and its result."""
@@ -86,7 +85,9 @@ def _convert_node(p: Node, modules: Modules, root_module: torch.nn.Module) -> An
     return MatchAllNode
 
 
-def _matched_modules(node_pattern: Any, modules: Modules, root_module: torch.nn.Module) -> Any:
+def _matched_modules(
+    node_pattern: Any, modules: Modules, root_module: torch.nn.Module
+) -> Any:
     """The reference's ``get_modules`` over a whole matched node pattern."""
 
     def convert(p: Any) -> Any:
@@ -94,7 +95,9 @@ def _matched_modules(node_pattern: Any, modules: Modules, root_module: torch.nn.
             if not p:
                 # (a sub-pattern whose head node the match had already recorded;
                 # the reference unpacks `n, *args = pattern` and fails here)
-                raise ValueError("not enough values to unpack (expected at least 1, got 0)")
+                raise ValueError(
+                    "not enough values to unpack (expected at least 1, got 0)"
+                )
             return tuple(convert(x) for x in p)
         if not isinstance(p, Node):
             return p
@@ -179,7 +182,9 @@ def prepare(
     if not match.plain:
         mods = _matched_modules(match.node_pattern, modules, root_module)
         found = _fuser_for(plan, _matched_types(mods), is_qat)
-        return Fusion(match, root_node, extra, mods, found, root_node not in match.claimed)
+        return Fusion(
+            match, root_node, extra, mods, found, root_node not in match.claimed
+        )
     # A plain match's module types are the pattern's own: one fuser lookup per pattern.
     mods = _plain_modules(match, flat, modules, root_module)
     key = (match.pattern_index, is_qat)

@@ -123,7 +123,12 @@ def test_bad_patterns_raise_value_error(subs, top, message):
 
 
 def test_encoding_is_exported_once():
-    heads = [_core.HEAD_MATCH_ALL, _core.HEAD_LABEL, _core.HEAD_NEVER, _core.HEAD_GETATTR]
+    heads = [
+        _core.HEAD_MATCH_ALL,
+        _core.HEAD_LABEL,
+        _core.HEAD_NEVER,
+        _core.HEAD_GETATTR,
+    ]
     assert sorted(heads) == list(range(4))
     assert _core.MISSING_MODULE < 0
     assert _core.literal_arg(-1) == -1  # equals no sub-pattern

@@ -31,7 +31,7 @@ class ConvBn(nn.Module):
 def _raising_backend():
     from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig
 
-    def fuser(is_qat, conv, bn):
+    def fuser(_is_qat, _conv, _bn):
         raise ValueError("the fuser failed on purpose")
 
     return BackendConfig("raising").set_backend_pattern_config(
@@ -48,7 +48,9 @@ def test_fuser_error_names_the_match_and_changes_nothing():
     gm = torch.fx.symbolic_trace(ConvBn().eval())
     code = gm.code
     with pytest.raises(ValueError, match="the fuser failed on purpose") as ref:
-        reference_fuse(torch.fx.symbolic_trace(ConvBn().eval()), False, None, _raising_backend())
+        reference_fuse(
+            torch.fx.symbolic_trace(ConvBn().eval()), False, None, _raising_backend()
+        )
     with pytest.raises(ValueError, match="the fuser failed on purpose") as got:
         pyfuse.fuse(gm, False, backend_config=_raising_backend())
     assert type(got.value) is type(ref.value)

@@ -19,7 +19,9 @@ from tests.support.contract import assert_same_fusion, run_both
 from tests.support.corpus import MODELS_BY_NAME
 
 
-def _assert_same_state(made: nn.Module, want: nn.Module, shared: tuple[str, ...] = ()) -> None:
+def _assert_same_state(
+    made: nn.Module, want: nn.Module, shared: tuple[str, ...] = ()
+) -> None:
     """Same class, same __dict__ keys in the same order, equal values of the same
     types; containers fresh (not the same object as in `want`) except `shared`."""
     assert type(made) is type(want)
@@ -48,7 +50,12 @@ def test_new_relu_is_a_constructed_relu():
 
 
 @pytest.mark.parametrize(
-    ("cls", "conv"), [(nni.ConvReLU1d, nn.Conv1d), (nni.ConvReLU2d, nn.Conv2d), (nni.ConvReLU3d, nn.Conv3d)]
+    ("cls", "conv"),
+    [
+        (nni.ConvReLU1d, nn.Conv1d),
+        (nni.ConvReLU2d, nn.Conv2d),
+        (nni.ConvReLU3d, nn.Conv3d),
+    ],
 )
 def test_fused_pair_is_the_constructor(cls, conv):
     first, relu = conv(2, 3, 1), nn.ReLU()
@@ -56,7 +63,8 @@ def test_fused_pair_is_the_constructor(cls, conv):
     want = cls(first, relu)
     _assert_same_state(made, want)
     assert list(made._modules.items()) == list(want._modules.items())
-    assert made[0] is first and made[1] is relu
+    assert made[0] is first
+    assert made[1] is relu
 
 
 def test_fused_pair_keeps_the_constructor_checks():
@@ -67,7 +75,7 @@ def test_fused_pair_keeps_the_constructor_checks():
 @pytest.mark.parametrize("bias", [True, False])
 def test_shell_copy_is_deepcopy_without_parameters(bias):
     conv = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=bias).eval()
-    conv.register_forward_hook(lambda *a: None)
+    conv.register_forward_hook(lambda *_: None)
     made = fusers._shell_copy(conv)
     want = copy.deepcopy(conv)
     assert made is not None
@@ -117,12 +125,18 @@ def test_registration_hooks_still_run():
     )
 
     seen: list[str] = []
-    h1 = register_module_module_registration_hook(lambda m, name, sub: seen.append(f"module {name}"))
-    h2 = register_module_parameter_registration_hook(lambda m, name, p: seen.append(f"param {name}"))
+    h1 = register_module_module_registration_hook(
+        lambda _m, name, _sub: seen.append(f"module {name}")
+    )
+    h2 = register_module_parameter_registration_hook(
+        lambda _m, name, _p: seen.append(f"param {name}")
+    )
     try:
         conv, bn = nn.Conv2d(2, 2, 1).eval(), nn.BatchNorm2d(2).eval()
         seen.clear()
-        fused = fusers._sequential(nni.ConvReLU2d, fusers._conv_bn_eval(conv, bn), nn.ReLU())
+        fused = fusers._sequential(
+            nni.ConvReLU2d, fusers._conv_bn_eval(conv, bn), nn.ReLU()
+        )
         fusers.new_relu(False)
     finally:
         h1.remove()
@@ -187,7 +201,10 @@ def test_fast_linear_bn_is_torchs_bit_for_bit():
     ],
 )
 def test_qat_fast_paths_raise_as_torch_does(make_bn):
-    from torch.ao.quantization.fuser_method_mappings import fuse_conv_bn, fuse_conv_bn_relu
+    from torch.ao.quantization.fuser_method_mappings import (
+        fuse_conv_bn,
+        fuse_conv_bn_relu,
+    )
 
     conv, bn, relu = nn.Conv2d(3, 4, 1), make_bn(), nn.ReLU()
     with pytest.raises(AssertionError) as want:
@@ -215,7 +232,9 @@ def test_whole_pass_with_registration_hooks_installed(mode):
         return cm.factory().train(qat)
 
     seen: list[str] = []
-    handle = register_module_module_registration_hook(lambda m, name, sub: seen.append(name))
+    handle = register_module_module_registration_hook(
+        lambda _m, name, _sub: seen.append(name)
+    )
     try:
         ref_out, out = run_both(make, cm.example_inputs_factory(), qat)
     finally:

@@ -55,8 +55,12 @@ def test_bad_interning_table_entry_names_the_node():
     silently wrong label."""
     gm = torch.fx.symbolic_trace(ConvAddRelu())
     interner = _core.Interner({}, {"relu": "one"}, {}, {}, lambda _m: 0, torch.fx.Node)
-    with pytest.raises(ValueError, match=r"node relu: the method label for it is 'one'"):
+    with pytest.raises(
+        ValueError, match=r"node relu: the method label for it is 'one'"
+    ):
         interner.flatten(gm.graph.nodes, gm)
     interner = _core.Interner({}, {}, {}, {1: 2**40}, lambda _m: 0, torch.fx.Node)
-    with pytest.raises(ValueError, match=r"node add: the literal id for it is 1099511627776"):
+    with pytest.raises(
+        ValueError, match=r"node add: the literal id for it is 1099511627776"
+    ):
         interner.flatten(gm.graph.nodes, gm)

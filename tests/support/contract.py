@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import importlib
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx
@@ -32,7 +33,9 @@ class BothRaised(Exception):
     the same exception type (which is the contract for inputs the reference rejects)."""
 
     def __init__(self, ref_exc: BaseException, exc: BaseException):
-        super().__init__(f"both raised {type(ref_exc).__name__}: reference: {ref_exc!r}; impl: {exc!r}")
+        super().__init__(
+            f"both raised {type(ref_exc).__name__}: reference: {ref_exc!r}; impl: {exc!r}"
+        )
         self.ref_exc = ref_exc
         self.exc = exc
 
@@ -82,7 +85,7 @@ def _fresh(x):
 
 def run_both(
     model_factory: Callable[[], torch.nn.Module],
-    example_inputs: tuple | None = None,
+    example_inputs: tuple | None = None,  # noqa: ARG001 (callers pass it; unused)
     is_qat: bool = False,
     backend_config: Any = None,
     *,
@@ -101,17 +104,23 @@ def run_both(
     impl = impl or pyfuse_fuse
     reference = reference or reference_fuse
     with single_thread():
-        return _run_both(model_factory, is_qat, backend_config, fuse_custom_config, impl, reference)
+        return _run_both(
+            model_factory, is_qat, backend_config, fuse_custom_config, impl, reference
+        )
 
 
-def _run_both(model_factory, is_qat, backend_config, fuse_custom_config, impl, reference):
+def _run_both(
+    model_factory, is_qat, backend_config, fuse_custom_config, impl, reference
+):
     ref_model = torch.fx.symbolic_trace(model_factory())
     model = torch.fx.symbolic_trace(model_factory())
     assert ref_model is not model
 
     ref_exc = None
     try:
-        ref_out = reference(ref_model, is_qat, _fresh(fuse_custom_config), _fresh(backend_config))
+        ref_out = reference(
+            ref_model, is_qat, _fresh(fuse_custom_config), _fresh(backend_config)
+        )
     except Exception as e:  # noqa: BLE001 - any exception type is part of the contract
         ref_exc = e
 
@@ -121,7 +130,7 @@ def _run_both(model_factory, is_qat, backend_config, fuse_custom_config, impl, r
 
     try:
         impl(model, is_qat, _fresh(fuse_custom_config), _fresh(backend_config))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if type(e) is not type(ref_exc):
             raise AssertionError(
                 f"reference raised {type(ref_exc).__name__}({ref_exc}) but the implementation raised "
@@ -173,7 +182,9 @@ def _run(gm: torch.nn.Module, example_inputs: tuple):
     Returns ``("ok", output, module_after)`` or ``("raised", exception, module_after)``.
     """
     if any(m.training for m in gm.modules()):
-        gm = copy.deepcopy(gm)  # eval-mode forwards leave modules untouched: no copy needed
+        gm = copy.deepcopy(
+            gm
+        )  # eval-mode forwards leave modules untouched: no copy needed
     inputs = copy.deepcopy(example_inputs)
     torch.manual_seed(FORWARD_SEED)
     try:
@@ -184,40 +195,64 @@ def _run(gm: torch.nn.Module, example_inputs: tuple):
 
 
 def _assert_tensors_identical(what: str, a, b):
-    assert isinstance(b, torch.Tensor) == isinstance(a, torch.Tensor), f"{what}: tensor vs non-tensor"
+    assert isinstance(b, torch.Tensor) == isinstance(a, torch.Tensor), (
+        f"{what}: tensor vs non-tensor"
+    )
     if not isinstance(a, torch.Tensor):
         assert a == b, f"{what}: {a!r} != {b!r}"
         return
     assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
     assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    assert torch.equal(a, b), f"{what}: values differ (max abs diff {(a.double() - b.double()).abs().max().item()})"
+    assert torch.equal(a, b), (
+        f"{what}: values differ (max abs diff {(a.double() - b.double()).abs().max().item()})"
+    )
 
 
-def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule, example_inputs: tuple):
+def assert_same_fusion(
+    ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule, example_inputs: tuple
+):
     """Assert ``out`` (pyfuse) is indistinguishable from ``ref_out`` (reference).
 
     The forward pass runs each module as given (train or eval), on deep copies of the
     modules and of the inputs, under the same fixed seed.
     """
     # 0. a GraphModule
-    assert isinstance(out, torch.fx.GraphModule), f"expected a GraphModule, got {type(out)}"
-    assert type(out).__name__ == type(ref_out).__name__, (type(out).__name__, type(ref_out).__name__)
+    assert isinstance(out, torch.fx.GraphModule), (
+        f"expected a GraphModule, got {type(out)}"
+    )
+    assert type(out).__name__ == type(ref_out).__name__, (
+        type(out).__name__,
+        type(ref_out).__name__,
+    )
 
     # 0b. root attributes (names only: e.g. preserved attributes, no stray extras) and meta keys
     ref_attrs = sorted(k for k in vars(ref_out) if not k.startswith("__"))
     attrs = sorted(k for k in vars(out) if not k.startswith("__"))
     assert attrs == ref_attrs, _diff_msg("root instance attributes", ref_attrs, attrs)
-    assert sorted(out.meta.keys()) == sorted(ref_out.meta.keys()), (ref_out.meta.keys(), out.meta.keys())
+    assert sorted(out.meta.keys()) == sorted(ref_out.meta.keys()), (
+        ref_out.meta.keys(),
+        out.meta.keys(),
+    )
 
     # 1. generated code
     assert out.code == ref_out.code, (
-        "generated code differs\n--- reference ---\n" + ref_out.code + "\n--- pyfuse ---\n" + out.code
+        "generated code differs\n--- reference ---\n"
+        + ref_out.code
+        + "\n--- pyfuse ---\n"
+        + out.code
     )
 
     # 1b. node names, ops, targets, args and the set of meta keys
     def nodes(gm):
         return [
-            (n.name, n.op, str(n.target), str(n.args), str(n.kwargs), sorted(n.meta.keys()))
+            (
+                n.name,
+                n.op,
+                str(n.target),
+                str(n.args),
+                str(n.kwargs),
+                sorted(n.meta.keys()),
+            )
             for n in gm.graph.nodes
         ]
 
@@ -228,7 +263,9 @@ def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule,
     assert mods == ref_mods, _diff_msg("named_modules", ref_mods, mods)
     ref_all = [n for n, _ in ref_out.named_modules(remove_duplicate=False)]
     all_ = [n for n, _ in out.named_modules(remove_duplicate=False)]
-    assert all_ == ref_all, _diff_msg("named_modules(remove_duplicate=False)", ref_all, all_)
+    assert all_ == ref_all, _diff_msg(
+        "named_modules(remove_duplicate=False)", ref_all, all_
+    )
 
     # 2b. module hyper-parameters (kernel sizes, eps, momentum, inplace, ...)
     ref_rep = [(n, m.extra_repr()) for n, m in ref_out.named_modules()]
@@ -242,7 +279,9 @@ def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule,
 
     # 4. state_dict: keys (in order), dtypes and values
     ref_sd, sd = ref_out.state_dict(), out.state_dict()
-    assert list(sd.keys()) == list(ref_sd.keys()), _diff_msg("state_dict keys", list(ref_sd), list(sd))
+    assert list(sd.keys()) == list(ref_sd.keys()), _diff_msg(
+        "state_dict keys", list(ref_sd), list(sd)
+    )
     for k in ref_sd:
         _assert_tensors_identical(f"state_dict[{k!r}]", ref_sd[k], sd[k])
 
@@ -260,16 +299,20 @@ def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule,
     if ref_status == "raised":
         # the reference's module can be broken (e.g. get_attr of a fused module's weight in QAT);
         # a drop-in fails the same way
-        assert status == "raised" and type(y) is type(ref_y), (
+        why = (
             f"reference forward raised {type(ref_y).__name__}({ref_y}); pyfuse forward gave "
             + (f"{type(y).__name__}({y})" if status == "raised" else "a result")
         )
+        assert status == "raised", why
+        assert type(y) is type(ref_y), why
         return
-    assert status == "ok", f"pyfuse forward raised {type(y).__name__}({y}); the reference's did not"
+    assert status == "ok", (
+        f"pyfuse forward raised {type(y).__name__}({y}); the reference's did not"
+    )
     ref_leaves, ref_spec = tree_flatten(ref_y)
     leaves, spec = tree_flatten(y)
     assert spec == ref_spec, f"output structure differs: {ref_spec} vs {spec}"
-    for i, (a, b) in enumerate(zip(ref_leaves, leaves)):
+    for i, (a, b) in enumerate(zip(ref_leaves, leaves, strict=True)):
         _assert_tensors_identical(f"output leaf {i}", a, b)
 
     # 7. side effects of the forward (BN running stats in train mode)
@@ -286,7 +329,11 @@ def _diff_msg(what, ref, got):
     return (
         f"{what} differ (reference {len(ref)} entries, pyfuse {len(got)})\n"
         f"  only in reference: {only_ref}\n  only in pyfuse: {only_got}"
-        + ("\n  (same entries, different order)" if not only_ref and not only_got else "")
+        + (
+            "\n  (same entries, different order)"
+            if not only_ref and not only_got
+            else ""
+        )
     )
 
 
@@ -303,7 +350,9 @@ def sorted_fusion_handlers(backend_config: Any) -> dict[Any, Any]:
     )
     from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
 
-    return _sorted_patterns_dict(_get_fusion_pattern_to_fuse_handler_cls(backend_config))
+    return _sorted_patterns_dict(
+        _get_fusion_pattern_to_fuse_handler_cls(backend_config)
+    )
 
 
 def same_matches(ref: dict[str, Any], mine: dict[str, Any]) -> bool:

@@ -112,7 +112,6 @@ def test_mixed_covers_every_native_pattern():
     """Each of the 25 native patterns matches exactly once per block (eval)."""
     from torch.ao.quantization.fx.fuse import _find_matches
 
-
     wl = W.make_workload("mixed", 2)
     gm = wl.fresh()
     handlers = sorted_fusion_handlers(wl.backend_config())
