@@ -413,4 +413,5 @@ def _warn_memory(sets: dict[str, list[int]], log: Callable[[str], None]) -> None
 
 
 def log_to_stderr(msg: str) -> None:
+    """Progress output of the harness (the default `log`)."""
     print(msg, file=sys.stderr, flush=True)

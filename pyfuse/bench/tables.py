@@ -52,6 +52,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def median(xs: list[float]) -> float | None:
+    """Median of the samples, None for none."""
     return statistics.median(xs) if xs else None
 
 
