@@ -997,8 +997,13 @@ def test_regression_tie_order(first):
 #     would take the test session down, so those run in a child process.
 
 
-_H_MATCH_ALL, _H_LABEL, _H_NEVER, _H_GETATTR = 0, 1, 2, 3  # automaton.hpp `Head`
-_K_MISSING_MODULE = -1
+_H_MATCH_ALL, _H_LABEL, _H_NEVER, _H_GETATTR = (  # automaton.hpp `Head`
+    _core.HEAD_MATCH_ALL,
+    _core.HEAD_LABEL,
+    _core.HEAD_NEVER,
+    _core.HEAD_GETATTR,
+)
+_K_MISSING_MODULE = _core.MISSING_MODULE
 
 
 class _DocEncoder:
