@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 # Runs in the child: the workload module moved between versions, so both are tried.
 _CHILD = r"""
@@ -30,8 +31,9 @@ try:
     from pyfuse.bench.workloads import resnet_like
 except ImportError:
     from pyfuse._workloads import resnet_like
-import torch.ao.quantization.fx.fuse as ref
+import importlib
 import pyfuse
+ref = importlib.import_module("torch.ao.quantization.fx.fuse")  # (the package's `fuse` is the function)
 gm = resnet_like(blocks, train=qat)
 fn = ref.fuse if side == "reference" else pyfuse.fuse
 gc.collect()
@@ -45,6 +47,7 @@ print(json.dumps({"wall": w, "cpu": c, "nodes": len(out.graph.nodes)}))
 def _call(python: str, side: str, blocks: int, qat: bool) -> dict[str, float]:
     out = subprocess.run(
         [python, "-c", _CHILD, side, str(blocks), "1" if qat else "0"],
+        cwd=tempfile.gettempdir(),  # not a checkout: `-c` would import its source tree
         check=True,
         capture_output=True,
         text=True,
