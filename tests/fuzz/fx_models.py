@@ -174,6 +174,7 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONVT = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 _MAX_NUMEL = 1500
+_FUSION_ROOTS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 def _init_module(m, gen):
@@ -218,6 +219,7 @@ class _Builder:
         self.shapes: list[tuple[Node, object]] = []  # getattr(., "shape") nodes
         self.paths: dict[str, nn.Module] = {}  # path -> module (aliases included)
         self.alias_of: dict[str, str] = {}
+        self.in_shapes: dict[str, torch.Size] = {}  # path -> shape of its first input
         self.linear_rank3_bn = False  # a Linear over a rank>2 input feeding a BN
         self.n = 0
 
@@ -271,6 +273,8 @@ class _Builder:
         ):
             return None
         node = self.g.create_node(op, target, tuple(args), kwargs)
+        if op == "call_module" and cargs and isinstance(cargs[0], torch.Tensor):
+            self.in_shapes.setdefault(target, cargs[0].shape)
         node.meta["pbt_val"] = out
         if usable and isinstance(out, torch.Tensor):
             self.vals.append((node, out))
@@ -376,15 +380,29 @@ class _Builder:
         return node
 
     def call_shared_module(self):
-        """Call an existing module again (a module called at several sites)."""
+        """Call an existing module again (a module called at several sites). Mostly a
+        module a fusion can start at (conv, linear, BN), on a value of the shape it
+        was first called on: the shared-module cases the oracle must tell apart."""
         if not self.paths:
             return None
-        path = self.pick(sorted(self.paths))
+        fusable = [
+            p
+            for p in sorted(self.in_shapes)
+            if isinstance(self.paths.get(p), _FUSION_ROOTS)
+        ]
+        if fusable and self.chance(70):
+            path = self.pick(fusable)
+        else:
+            path = self.pick(sorted(self.paths))
         m = self.paths[path]
         if getattr(m, "inplace", False):
             return None
+        shape = self.in_shapes.get(path)
         for _ in range(3):
-            v = self.value()
+            v = None
+            if shape is not None and self.chance(80):
+                v = self.value(lambda t: t.shape == shape)
+            v = v or self.value()
             if v is None:
                 return None
             node = self.add("call_module", path, (v[0],))
@@ -631,18 +649,18 @@ class _Builder:
             if getattr(m, "inplace", False) and v[0].op in ("placeholder", "get_attr"):
                 return None
             return self.call_new_module(m, v)
-        if k < 57:
+        if k < 62:
             return self.call_shared_module()
-        if k < 66:
+        if k < 69:
             v = self.value()
             return (
                 None
                 if v is None
                 else self.relu_variant(v, allow_inplace=self.chance(30))
             )
-        if k < 81:
+        if k < 83:
             return self.binary()
-        if k < 87:
+        if k < 88:
             return self.get_attr()
         return self.shape_op()
 

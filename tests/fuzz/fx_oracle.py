@@ -191,7 +191,8 @@ class _LiteralAwareHandler(DefaultFuseHandler):
 def walk(root, graph, pattern_to_handler, exclude=frozenset(), fixes=None):
     """torch's ``_find_matches`` with two changes: a (last node, pattern) pair in
     ``exclude`` is not tried (the next pattern is), and a literal reached by a pattern
-    position is recorded as itself (torch crashes reading its ``.name``)."""
+    position is recorded as itself, with no arguments (torch crashes reading its
+    ``.name``)."""
     modules = dict(root.named_modules())
     match_map: dict[str, tuple] = {}
     node_to_subpattern: dict[Node, Any] = {}
@@ -201,7 +202,8 @@ def walk(root, graph, pattern_to_handler, exclude=frozenset(), fixes=None):
             s, *args = pattern
             current_node_pattern: list = []
             apply_match(s, node, match, current_node_pattern, node_to_subpattern)
-            for subpattern, arg in zip(args, node.args, strict=False):
+            node_args = node.args if isinstance(node, Node) else ()  # a literal
+            for subpattern, arg in zip(args, node_args, strict=False):
                 apply_match(
                     subpattern, arg, match, current_node_pattern, node_to_subpattern
                 )
@@ -650,7 +652,8 @@ def check_case(case):
         _check_skipped(exp, report)
         assert_same_fusion(exp.gm, out, case.inputs)
         if exp.skipped:
-            label = "skipped unsafe matches, rest identical"
+            kinds = sorted({_kind(r) for _, r in exp.skipped})
+            label = f"skipped unsafe matches ({', '.join(kinds)}), rest identical"
         elif len(out.graph.nodes) < len(trace(case.make()).graph.nodes):
             label = "identical (fused)"
         else:
@@ -658,6 +661,18 @@ def check_case(case):
     if exp.skipped or exp.fixes:
         label += _defect_note(case, exp)
     return label
+
+
+def _kind(reason):
+    for key, kind in (
+        ("sites", "shared module"),
+        ("get_attr", "attribute read"),
+        ("inside", "inside a called module"),
+        ("unclaimed", "unclaimed root"),
+    ):
+        if key in reason:
+            return kind
+    raise AssertionError(reason)
 
 
 def _check_skipped(exp, report):

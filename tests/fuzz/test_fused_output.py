@@ -117,20 +117,23 @@ class ConvAddLiteral(nn.Module):
 
 X4 = (torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(2)),)
 _X4_4 = (torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(2)),)
-_SKIPPED = "skipped unsafe matches, rest identical; defect (shared / read module)"
+_SKIPPED = (
+    "skipped unsafe matches ({}), rest identical; defect (shared / read module): "
+    "torch's output differs"
+)
 
 ORACLE_CASES = {
     "shared_conv_bn": (
         SharedConvBn,
         X4,
         "native",
-        _SKIPPED + ": torch's output differs",
+        _SKIPPED.format("shared module"),
     ),
     "get_attr_of_fused": (
         GetAttrOfFused,
         X4,
         "native",
-        _SKIPPED + ": torch's output differs",
+        _SKIPPED.format("attribute read"),
     ),
     "grouped_convt_bn": (
         GroupedConvTBn,

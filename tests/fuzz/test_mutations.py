@@ -1,0 +1,112 @@
+"""Mutation tests: deliberately broken stand-ins for pyfuse must make the fuzzers fail
+within their CI example budgets.
+
+Each mutant monkeypatches one pyfuse internal for the duration of a test (pytest's
+``monkeypatch`` restores it), then runs the fuzzer's property on the CI budget with a
+fixed seed and no shrinking, and asserts that hypothesis reports a failure, and that
+the failure is the one the mutant causes. The same run without a mutant passes
+(``test_the_same_runs_pass_unmutated``), so a failure is the mutant's doing.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+
+import pyfuse._fuse as pipeline
+from tests.fuzz.fx_models import cases
+from tests.fuzz.fx_oracle import check_case
+from tests.fuzz.test_fused_output import DEFAULT_EXAMPLES as FUSE_EXAMPLES
+
+SEED = 20261130
+
+
+def _run_fuzzer(prop, strategy, examples):
+    """``prop`` over ``examples`` generated cases (fixed seed, no shrinking)."""
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @hypothesis_seed(SEED)
+    @given(strategy)
+    def run(case):
+        prop(case)
+
+    run()
+
+
+def _fuse_fuzzer_fails(match: str) -> str:
+    with pytest.raises(AssertionError, match=match) as info:
+        _run_fuzzer(check_case, cases(), FUSE_EXAMPLES)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------------------
+# the fused-output fuzzer
+
+
+def test_mutant_raising_instead_of_skipping_fails_the_fuse_fuzzer(monkeypatch):
+    """A pass that raises IndexError wherever pyfuse would leave an unsafe match
+    unfused (a shared module, an attribute read, an unclaimed root read elsewhere)."""
+    conflicts = pipeline._conflicts
+
+    def raising(*args, **kwargs):
+        bad = conflicts(*args, **kwargs)
+        if bad:
+            raise IndexError("mutant: raises where pyfuse skips")
+        return bad
+
+    monkeypatch.setattr(pipeline, "_conflicts", raising)
+    _fuse_fuzzer_fails(r"the fixed reference returned .*pyfuse raised IndexError")
+
+
+def test_mutant_skipping_every_fusion_fails_the_fuse_fuzzer(monkeypatch):
+    """A pass that leaves every match unfused, each with a reason in the report."""
+    monkeypatch.setattr(
+        pipeline,
+        "_conflicts",
+        lambda fusions, *_: [(f, "mutant: skips everything") for f in fusions],
+    )
+    _fuse_fuzzer_fails(r"skipped matches: expected|raised .*; pyfuse returned")
+
+
+def test_mutant_finding_no_match_fails_the_fuse_fuzzer(monkeypatch):
+    """A pass whose matcher finds nothing (the model comes back unfused, no report)."""
+    monkeypatch.setattr(pipeline, "match_graph", lambda *_: [])
+    _fuse_fuzzer_fails(r"generated code differs|graph nodes differ|raised")
+
+
+def test_mutant_fusing_a_shared_module_fails_the_fuse_fuzzer(monkeypatch):
+    """A pass that fuses a module called at several sites anyway (keeps every other
+    safety check)."""
+    conflicts = pipeline._conflicts
+
+    def sharing(*args, **kwargs):
+        return [(f, r) for f, r in conflicts(*args, **kwargs) if "sites" not in r]
+
+    monkeypatch.setattr(pipeline, "_conflicts", sharing)
+    _fuse_fuzzer_fails(r"skipped matches: expected")
+
+
+def test_mutant_raising_a_parent_type_fails_the_fuse_fuzzer(monkeypatch):
+    """A pass whose fuser errors come out as a bare Exception (a parent of every type
+    the reference raises): the exact type is required."""
+    call_one = pipeline._call_one
+
+    def widened(*args, **kwargs):
+        try:
+            return call_one(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - the mutation
+            raise Exception(f"mutant: {e}") from e  # noqa: TRY002
+
+    monkeypatch.setattr(pipeline, "_call_one", widened)
+    _fuse_fuzzer_fails(r"pyfuse raised Exception\(mutant")
+
+
+def test_the_same_runs_pass_unmutated():
+    _run_fuzzer(check_case, cases(), FUSE_EXAMPLES)
