@@ -1126,4 +1126,3 @@ def _fmt_spec(s):
         c = _base_fusion_configs(s[1])[s[2]]
         return f"base {s[1]}[{s[2]}]: {_fmt(c._pattern_complex_format or c.pattern)}"
     return f"{s[0]} {_fmt(s[1])} fuser={s[2]}"
-

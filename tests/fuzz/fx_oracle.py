@@ -1,29 +1,17 @@
 """The fused-output fuzzer's oracle: for one generated case, the one outcome that is
 right, and a check that pyfuse produced exactly it.
 
-The right outcome is what torch's own pass (``torch.ao.quantization.fx.fuse.fuse``,
-pinned at import: a patch applied later cannot reach it) produces once the defects
-README's "Differences" table documents are fixed ("the fixed reference"):
-
-- a match whose fusion would change another use of its module (a module called at
-  several sites that do not all fuse the same way, a module inside a called module,
-  a module whose attributes a get_attr reads, a root node the match does not claim
-  that is read elsewhere) is left out of the walk, and the walk tries the next
-  pattern at that node, as pyfuse's exclusion does; repeated until no such match
-  is left. These checks apply when every match can be prepared (getters, module
-  lookup, fuser lookup) and no node left in the graph reads a node a match removes;
-  otherwise the pass fails with the error the walk meets, and nothing is skipped;
-- a grouped ConvTranspose + BatchNorm (eval) is folded with the right weight layout,
-  a Linear + ``BatchNorm1d(affine=False)`` (eval) with weight 1 and bias 0;
-- a pattern position reaching a literal records the literal (the reference crashes
-  reading its ``.name``), and the fuser gets the literal itself.
-
-The fixed reference is torch's ``fuse`` run with its walk (``_find_matches``) and two
-folding helpers (``fuse_conv_bn_eval`` for grouped ConvTranspose,
-``fuse_linear_bn_weights`` for missing BN affine parameters) swapped for the fixed
-versions here, restored afterwards. The walk is a copy of torch's with only those
-changes; with nothing excluded and no literal it must equal torch's walk (checked on
-every case).
+The right outcome is what the fixed reference (:mod:`tests.fuzz.fixed_reference`:
+torch's own pass, pinned, with the documented defects fixed) produces, where
+additionally a match whose fusion would change another use of its module is left
+out of the walk (the walk then tries the next pattern at that node, as pyfuse's
+exclusion does), until no such match is left: a module called at several sites
+that do not all fuse the same way, a module inside a called module, a module whose
+attributes a get_attr reads, a root node the match does not claim that is read
+elsewhere or removed by another match (README "Differences" rows 1, 2, 7). These
+checks apply when every match can be prepared (getters, module lookup, fuser
+lookup) and no node left in the graph reads a node a match removes; otherwise the
+pass fails with the error the walk meets, and nothing is left out.
 
 Then, per case, exactly one of:
 
@@ -34,7 +22,8 @@ Then, per case, exactly one of:
 - the fixed reference raises: pyfuse raises the same exception type, or one of the
   documented pyfuse subclasses named in :data:`DOCUMENTED_SUBCLASSES`.
 
-Anything else fails the case.
+Anything else fails the case. Before that, pyfuse's matcher must return torch's
+walk exactly (property 1), and so must the fixed walk with nothing excluded.
 """
 
 from __future__ import annotations
@@ -42,15 +31,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
-import importlib
-import traceback
 import warnings
-from typing import Any
 
 import torch
 import torch.fx
 import torch.nn.functional as F
-import torch.nn.utils.fusion as torch_fusion
 from hypothesis import event, note
 from hypothesis.errors import InvalidArgument
 from torch import nn
@@ -58,6 +43,14 @@ from torch.fx import Node
 from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten
 
+from tests.fuzz.fixed_reference import (
+    REFERENCE_FIND_MATCHES,
+    REFERENCE_FUSE,
+    Fixes,
+    fixed_reference,
+    is_literal_crash,
+    walk,
+)
 from tests.fuzz.fx_models import trace
 from tests.support.contract import assert_same_fusion, single_thread
 
@@ -70,28 +63,14 @@ with warnings.catch_warnings():
     )
     from torch.ao.quantization.fuser_method_mappings import get_fuser_method_new
     from torch.ao.quantization.fx.fuse_handler import (
-        DefaultFuseHandler,
         _get_fusion_pattern_to_fuse_handler_cls,
     )
-    from torch.ao.quantization.fx.match_utils import _is_match
     from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
-    from torch.ao.quantization.utils import MatchAllNode, _parent_name
+    from torch.ao.quantization.utils import MatchAllNode
 
 import pyfuse
 from pyfuse._fuse import _ErasedInput, _NotAModule
 from pyfuse._match import find_matches as pyfuse_find_matches
-
-# (the package attribute `fuse` is the function; the module is reached by name)
-torch_fuse_module = importlib.import_module("torch.ao.quantization.fx.fuse")
-
-# torch's own functions, captured at import (before any test can patch torch)
-REFERENCE_FUSE = torch_fuse_module.fuse
-REFERENCE_FIND_MATCHES = torch_fuse_module._find_matches
-for _f in (REFERENCE_FUSE, REFERENCE_FIND_MATCHES):
-    if _f.__module__ != "torch.ao.quantization.fx.fuse":
-        raise RuntimeError(f"the reference is patched at import: {_f!r}")
-_TORCH_CONV_BN_EVAL = torch_fusion.fuse_conv_bn_eval
-_TORCH_LINEAR_BN_WEIGHTS = torch_fusion.fuse_linear_bn_weights
 
 #: pyfuse exceptions accepted where the right outcome is the exact type on the left
 #: (both documented in RELIABILITY.md: a FusionError that is also the reference's type)
@@ -113,214 +92,6 @@ def _note(msg):
 def _event(msg):
     with contextlib.suppress(InvalidArgument):
         event(msg)
-
-
-# --------------------------------------------------------------------------------------
-# the fixed reference: torch's walk, with exclusions and literals
-
-
-class _Fixes:
-    """Which fixes the last fixed-reference run used (for the outcome statistics)."""
-
-    def __init__(self):
-        self.used: set[str] = set()
-
-
-class _LiteralAwareHandler(DefaultFuseHandler):
-    """torch's ``DefaultFuseHandler.fuse``, with a literal in the matched node pattern
-    passed to the fuser as itself (torch reads ``.op`` of it)."""
-
-    def __init__(self, node, fixes):
-        super().__init__(node)
-        self.fixes = fixes
-
-    def fuse(
-        self,
-        load_arg,
-        named_modules,
-        fused_graph,
-        root_node,
-        extra_inputs,
-        matched_node_pattern,
-        fuse_custom_config,
-        fuser_method_mapping,
-        is_qat,
-    ):
-        if root_node.op != "call_module":
-            raise AssertionError("Expecting module node to be a call_module Node")
-        root_module = named_modules[str(root_node.target)]
-
-        def get_modules(pattern):
-            if isinstance(pattern, (tuple, list)):
-                n, *args = pattern
-                return (get_modules(n), *(get_modules(a) for a in args))
-            n = pattern
-            if not isinstance(n, Node):
-                self.fixes.used.add("literal")
-                return n
-            if n.op == "call_module":
-                return named_modules[n.target]
-            if n.op == "call_function" and n.target is F.relu:
-                relu = nn.ReLU()
-                relu.training = root_module.training
-                return relu
-            if n.op in ("call_function", "call_method"):
-                return n.target
-            return MatchAllNode
-
-        matched_modules = get_modules(matched_node_pattern)
-
-        def get_matched_types(m):
-            if isinstance(m, tuple):
-                return tuple(map(get_matched_types, m))
-            if isinstance(m, nn.Module):
-                return parametrize.type_before_parametrizations(m)
-            return m
-
-        matched_module_types = get_matched_types(matched_modules)
-        module_parent_name, module_name = _parent_name(root_node.target)
-        fuser_method = get_fuser_method_new(matched_module_types, fuser_method_mapping)
-        fused_module = fuser_method(is_qat, *matched_modules)
-        setattr(named_modules[module_parent_name], module_name, fused_module)
-        extra_args = [load_arg(a) for a in extra_inputs]
-        node = fused_graph.node_copy(root_node, load_arg)
-        node.args = (*node.args, *extra_args)
-        return node
-
-
-def walk(root, graph, pattern_to_handler, exclude=frozenset(), fixes=None):
-    """torch's ``_find_matches`` with two changes: a (last node, pattern) pair in
-    ``exclude`` is not tried (the next pattern is), and a literal reached by a pattern
-    position is recorded as itself, with no arguments (torch crashes reading its
-    ``.name``)."""
-    modules = dict(root.named_modules())
-    match_map: dict[str, tuple] = {}
-    node_to_subpattern: dict[Node, Any] = {}
-
-    def apply_match(pattern, node, match, matched_node_pattern, node_to_subpattern):
-        if isinstance(pattern, tuple):
-            s, *args = pattern
-            current_node_pattern: list = []
-            apply_match(s, node, match, current_node_pattern, node_to_subpattern)
-            node_args = node.args if isinstance(node, Node) else ()  # a literal
-            for subpattern, arg in zip(args, node_args, strict=False):
-                apply_match(
-                    subpattern, arg, match, current_node_pattern, node_to_subpattern
-                )
-            matched_node_pattern.append(tuple(current_node_pattern))
-        elif not isinstance(node, Node):
-            if fixes is not None:
-                fixes.used.add("literal")
-            matched_node_pattern.append(node)
-        elif node.name not in match_map:
-            matched_node_pattern.append(node)
-            if pattern is not MatchAllNode:
-                node_to_subpattern[node] = pattern
-                root_node, pattern, handler = match
-                match_map[node.name] = (
-                    root_node,
-                    pattern,
-                    matched_node_pattern,
-                    handler,
-                    node_to_subpattern,
-                )
-
-    for node in reversed(graph.nodes):
-        if node.name in match_map:
-            continue
-        for pattern, handler_cls in pattern_to_handler.items():
-            if (node, pattern) in exclude:
-                continue
-            matched_node_pattern: list = []
-            if _is_match(modules, node, pattern):
-                handler = (
-                    _LiteralAwareHandler(node, fixes)
-                    if fixes is not None
-                    else handler_cls(node)
-                )
-                apply_match(
-                    pattern,
-                    node,
-                    (node, pattern, handler),
-                    matched_node_pattern,
-                    node_to_subpattern,
-                )
-                break
-    return match_map
-
-
-def _grouped_convtranspose_fold(convt, bn, fixes):
-    """BN folded into a grouped ConvTranspose: the weight is viewed in conv layout
-    (output channel first), folded by torch's own ``fuse_conv_bn_weights``, and
-    viewed back."""
-    if convt.training or bn.training:
-        raise AssertionError("Fusion only for eval!")
-    if bn.running_mean is None or bn.running_var is None:
-        raise AssertionError("bn.running_mean and bn.running_var must not be None")
-    fixes.used.add("grouped ConvTranspose + BN")
-    g = convt.groups
-    w = convt.weight  # (in, out / g, *k)
-    c_in, c_out_g, *k = w.shape
-    as_conv = (
-        w.reshape(g, c_in // g, c_out_g, *k)
-        .transpose(1, 2)
-        .reshape(g * c_out_g, c_in // g, *k)
-    )
-    fw, fb = torch_fusion.fuse_conv_bn_weights(
-        as_conv,
-        convt.bias,
-        bn.running_mean,
-        bn.running_var,
-        bn.eps,
-        bn.weight,
-        bn.bias,
-        False,
-    )
-    back = (
-        fw.detach()
-        .reshape(g, c_out_g, c_in // g, *k)
-        .transpose(1, 2)
-        .reshape(w.shape)
-        .contiguous()
-    )
-    fused = copy.deepcopy(convt)
-    fused.weight = nn.Parameter(back, fw.requires_grad)
-    fused.bias = fb
-    return fused
-
-
-@contextlib.contextmanager
-def fixed_reference(exclude, fixes):
-    """torch's pass with the documented defects fixed, inside the block."""
-
-    def conv_bn_eval(conv, bn, transpose=False):
-        if transpose and conv.groups > 1:
-            return _grouped_convtranspose_fold(conv, bn, fixes)
-        return _TORCH_CONV_BN_EVAL(conv, bn, transpose)
-
-    def linear_bn_weights(lw, lb, rm, rv, eps, bw, bb):
-        if bw is None or bb is None:
-            fixes.used.add("Linear + BN(affine=False)")
-            bw = torch.ones_like(rm) if bw is None else bw
-            bb = torch.zeros_like(rm) if bb is None else bb
-        return _TORCH_LINEAR_BN_WEIGHTS(lw, lb, rm, rv, eps, bw, bb)
-
-    def find_matches(root, graph, pattern_to_handler):
-        return walk(root, graph, pattern_to_handler, exclude, fixes)
-
-    patches = [
-        (torch_fuse_module, "_find_matches", find_matches),
-        (torch_fusion, "fuse_conv_bn_eval", conv_bn_eval),
-        (torch_fusion, "fuse_linear_bn_weights", linear_bn_weights),
-    ]
-    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
-    try:
-        for mod, name, value in patches:
-            setattr(mod, name, value)
-        yield
-    finally:
-        for mod, name, value in saved:
-            setattr(mod, name, value)
 
 
 # --------------------------------------------------------------------------------------
@@ -489,7 +260,7 @@ class Expected:
 def expected_outcome(case) -> Expected:
     """Run the fixed reference on a fresh trace of ``case``'s model."""
     exp = Expected()
-    fixes = _Fixes()
+    fixes = Fixes()
     exclude: set = set()
     gm = trace(case.make())  # the walk does not change it
     config = case.backend_factory()
@@ -545,8 +316,8 @@ def check_matches(gm, backend_config):
     )
     try:
         ref = REFERENCE_FIND_MATCHES(gm, gm.graph, handlers)
-    except Exception as e:  # noqa: BLE001 - the walk crashed (classified below)
-        if not _is_literal_crash(e):
+    except Exception as e:
+        if not is_literal_crash(e):
             raise AssertionError(f"torch's walk raised {e!r}, not on a literal") from e
         STATS["torch's walk crashed on a literal"] += 1
         return
@@ -563,12 +334,6 @@ def check_matches(gm, backend_config):
                 assert same(rv[i], other[k][i]), (
                     f"{name} [{k}] {what}: reference {rv[i]!r}, {name} {other[k][i]!r}"
                 )
-
-
-def _is_literal_crash(exc):
-    if not isinstance(exc, AttributeError) or "has no attribute 'name'" not in str(exc):
-        return False
-    return any(f.name == "apply_match" for f in traceback.extract_tb(exc.__traceback__))
 
 
 # --------------------------------------------------------------------------------------

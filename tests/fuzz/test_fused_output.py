@@ -139,15 +139,19 @@ ORACLE_CASES = {
         GroupedConvTBn,
         _X4_4,
         "native",
-        "identical (fused); defect (grouped ConvTranspose + BN): torch raised "
-        "RuntimeError",
+        (
+            "identical (fused); defect (grouped ConvTranspose + BN): torch raised "
+            "RuntimeError"
+        ),
     ),
     "grouped_convt_bn_one_channel_per_group": (
         lambda: GroupedConvTBn(out_channels=2),
         _X4_4,
         "native",
-        "identical (fused); defect (grouped ConvTranspose + BN): torch's output "
-        "differs",
+        (
+            "identical (fused); defect (grouped ConvTranspose + BN): torch's output "
+            "differs"
+        ),
     ),
     "linear_bn_no_affine": (
         LinearBnNoAffine,

@@ -101,7 +101,7 @@ def test_mutant_raising_a_parent_type_fails_the_fuse_fuzzer(monkeypatch):
     def widened(*args, **kwargs):
         try:
             return call_one(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - the mutation
+        except Exception as e:
             raise Exception(f"mutant: {e}") from e  # noqa: TRY002
 
     monkeypatch.setattr(pipeline, "_call_one", widened)
