@@ -15,9 +15,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
 import pyfuse._fuse as pipeline
+import pyfuse._match as matching
 from tests.fuzz.fx_models import cases
 from tests.fuzz.fx_oracle import check_case
+from tests.fuzz.graphs import scenarios
 from tests.fuzz.test_fused_output import DEFAULT_EXAMPLES as FUSE_EXAMPLES
+from tests.fuzz.test_matcher import DEFAULT_EXAMPLES as MATCHER_EXAMPLES
+from tests.fuzz.test_matcher import check_against_reference
 
 SEED = 20261130
 
@@ -108,5 +112,52 @@ def test_mutant_raising_a_parent_type_fails_the_fuse_fuzzer(monkeypatch):
     _fuse_fuzzer_fails(r"pyfuse raised Exception\(mutant")
 
 
+# --------------------------------------------------------------------------------------
+# the matcher fuzzer
+
+
+def _matcher_fuzzer_fails(match: str) -> str:
+    with pytest.raises(AssertionError, match=match) as info:
+        _run_fuzzer(
+            lambda sc: check_against_reference(sc, sc.patterns),
+            scenarios(),
+            MATCHER_EXAMPLES,
+        )
+    return str(info.value)
+
+
+def test_mutant_matcher_finding_nothing_fails_the_matcher_fuzzer(monkeypatch):
+    monkeypatch.setattr(matching, "match_graph", lambda *_: [])
+    _matcher_fuzzer_fails(r"key sets differ")
+
+
+def test_mutant_matcher_dropping_the_first_match_fails_the_matcher_fuzzer(monkeypatch):
+    """A matcher that loses one match (the last in graph order) of each graph."""
+    match_graph = matching.match_graph
+    monkeypatch.setattr(matching, "match_graph", lambda *a: match_graph(*a)[1:])
+    _matcher_fuzzer_fails(r"key sets differ")
+
+
+def test_mutant_matcher_ignoring_alias_paths_fails_the_matcher_fuzzer(monkeypatch):
+    """A matcher that, like torch, raises KeyError for a module reachable only by an
+    alias path (README "Differences": pyfuse resolves it)."""
+    find_matches = matching.find_matches
+
+    def strict(root, graph, patterns):
+        paths = dict(root.named_modules())
+        for n in graph.nodes:
+            if n.op == "call_module" and n.target not in paths:
+                raise KeyError(n.target)
+        return find_matches(root, graph, patterns)
+
+    monkeypatch.setattr("tests.fuzz.test_matcher.pyfuse_find_matches", strict)
+    _matcher_fuzzer_fails(r"fixed walk \(alias path\) returned; pyfuse raised KeyError")
+
+
 def test_the_same_runs_pass_unmutated():
     _run_fuzzer(check_case, cases(), FUSE_EXAMPLES)
+    _run_fuzzer(
+        lambda sc: check_against_reference(sc, sc.patterns),
+        scenarios(),
+        MATCHER_EXAMPLES,
+    )
