@@ -5,7 +5,7 @@ matters. For each model: trace it once per run, fuse with the reference and with
 pyfuse (interleaved, fresh trace each run, one torch thread), take medians, and
 sum them over the models.
 
-    python bench/small_graphs.py [--repeats 7] [--qat]
+    python -m bench.small_graphs [--repeats 7] [--qat]     (from the repository root)
 """
 
 from __future__ import annotations
@@ -13,24 +13,29 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+import torch.ao.quantization.backend_config.utils  # (the builders need it loaded)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-import torch.ao.quantization.backend_config.utils  # noqa: E402, F401 (the builders need it)
-from corpus import MODELS_BY_NAME  # noqa: E402
-from torch.ao.quantization.fx.fuse import fuse as reference_fuse  # noqa: E402
-
-import pyfuse  # noqa: E402
+import pyfuse
+from tests.support.contract import reference_fuse
+from tests.support.corpus import MODELS_BY_NAME
 
 #: the corpus's real architectures (41 to 1,600 nodes)
-REAL = ("resnet18", "resnet34", "resnet50", "resnet152", "mobilenet_v2", "efficientnet",
-        "vgg16", "vgg16_bn", "densenet121", "deep_chain")
+REAL = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet152",
+    "mobilenet_v2",
+    "efficientnet",
+    "vgg16",
+    "vgg16_bn",
+    "densenet121",
+    "deep_chain",
+)
 
 
 def traced(name: str, qat: bool) -> torch.fx.GraphModule:
@@ -48,15 +53,21 @@ def run(repeats: int, qat: bool) -> list[tuple[str, int, float, float]]:
         nodes = len(traced(name, qat).graph.nodes)
         times: dict[str, list[float]] = {k: [] for k in sides}
         for rep in range(repeats + 1):  # the first round warms caches up, untimed
-            for side in (list(sides) if rep % 2 else list(sides)[::-1]):
+            for side in list(sides) if rep % 2 else list(sides)[::-1]:
                 gm = traced(name, qat)
                 gc.collect()
                 t = time.perf_counter()
                 sides[side](gm, qat)
                 if rep:
                     times[side].append(time.perf_counter() - t)
-        rows.append((name, nodes, statistics.median(times["reference"]),
-                     statistics.median(times["pyfuse"])))
+        rows.append(
+            (
+                name,
+                nodes,
+                statistics.median(times["reference"]),
+                statistics.median(times["pyfuse"]),
+            )
+        )
     return rows
 
 
@@ -66,8 +77,10 @@ def main() -> None:
     ap.add_argument("--qat", action="store_true")
     args = ap.parse_args()
     rows = run(args.repeats, args.qat)
-    print(f"T7 small graphs ({'QAT' if args.qat else 'eval'}), median of {args.repeats}, "
-          f"torch {torch.__version__}, 1 torch thread")
+    print(
+        f"T7 small graphs ({'QAT' if args.qat else 'eval'}), median of {args.repeats}, "
+        f"torch {torch.__version__}, 1 torch thread"
+    )
     print("| model | nodes | reference ms | pyfuse ms | speedup |")
     print("|:--|--:|--:|--:|--:|")
     for name, nodes, r, p in rows:

@@ -1,26 +1,26 @@
 """T7 as a pytest-benchmark suite: reference vs pyfuse on the test corpus's real
-architectures (group ``small-<model>-<mode>``); ``bench/small_graphs.py`` prints
+architectures (group ``small-<model>-<mode>``); ``python -m bench.small_graphs`` prints
 the summed table. Each run fuses a fresh trace (setup, untimed)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from small_graphs import REAL, traced  # noqa: E402
+from bench.small_graphs import REAL, traced
 
 
 @pytest.mark.parametrize("mode", ["eval", "qat"])
 @pytest.mark.parametrize("impl", ["reference", "pyfuse"])
 @pytest.mark.parametrize("model", REAL)
-def test_small_graph(benchmark: Any, request: pytest.FixtureRequest, model: str, impl: str, mode: str) -> None:
+def test_small_graph(
+    benchmark: Any, request: pytest.FixtureRequest, model: str, impl: str, mode: str
+) -> None:
     qat = mode == "qat"
-    fuse = request.getfixturevalue("reference_fuse" if impl == "reference" else "pyfuse_fuse")
+    fuse = request.getfixturevalue(
+        "reference_fuse" if impl == "reference" else "pyfuse_fuse"
+    )
     benchmark.group = f"small-{model}-{mode}"
     nodes_before: list[int] = []
 
@@ -29,5 +29,7 @@ def test_small_graph(benchmark: Any, request: pytest.FixtureRequest, model: str,
         nodes_before[:] = [len(gm.graph.nodes)]
         return (gm,), {}
 
-    out = benchmark.pedantic(lambda gm: fuse(gm, qat), setup=setup, rounds=5, iterations=1)
+    out = benchmark.pedantic(
+        lambda gm: fuse(gm, qat), setup=setup, rounds=5, iterations=1
+    )
     assert len(out.graph.nodes) < nodes_before[0]  # something was fused

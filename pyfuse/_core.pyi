@@ -3,6 +3,18 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __version__: str
+build_info: str
+
+# The encoding (csrc/core/automaton.hpp): head kinds of a sub-pattern, the label of
+# a call_module node whose module is missing, literal arguments.
+HEAD_MATCH_ALL: int
+HEAD_LABEL: int
+HEAD_NEVER: int
+HEAD_GETATTR: int
+MISSING_MODULE: int
+
+def literal_arg(code: int) -> int: ...
+def literal_code(arg: int) -> int: ...
 
 class MatchResult:
     @property

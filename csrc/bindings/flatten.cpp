@@ -1,7 +1,8 @@
 // Native FX flattener: reads torch.fx Nodes through the Python C API and emits
 // the integer arrays the core matches over. Python-aware by design, so it lives
 // in the binding layer, never in csrc/core. It imports nothing from torch: the
-// Node type and the interning tables are handed in by pyfuse._patterns.
+// Node type and the interning tables are handed in by pyfuse.engine.patterns.
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -12,6 +13,24 @@
 namespace pyfuse::bindings {
 
 namespace {
+
+/// `value`, an entry of an interning table (`table`), as an int32 code; a
+/// ValueError naming `node` if it is not one.
+std::int32_t table_code(PyObject* value, const py::handle& node, const char* table) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    const bool failed = v == -1 && PyErr_Occurred() != nullptr;
+    if(failed || overflow != 0 || v < INT32_MIN || v > INT32_MAX) {
+        if(failed) {
+            PyErr_Clear();
+        }
+        throw py::value_error("node " + py::str(node).cast<std::string>() + ": the " +
+                              table + " for it is " +
+                              py::repr(py::handle(value)).cast<std::string>() +
+                              ", not an int32 code");
+    }
+    return static_cast<std::int32_t>(v);
+}
 
 /// Node object -> index, by address: open addressing with linear probing in one
 /// allocation (a node-based std::unordered_map spent most of the flattening time
@@ -53,7 +72,8 @@ private:
     };
 
     [[nodiscard]] std::size_t hash(const PyObject* key) const {
-        auto h = reinterpret_cast<std::uintptr_t>(key) >> 4U;  // objects are 16-byte aligned
+        auto h =
+            reinterpret_cast<std::uintptr_t>(key) >> 4U;  // objects are 16-byte aligned
         h *= 0x9E3779B97F4A7C15ULL;
         return static_cast<std::size_t>(h >> 20U) & (slots_.size() - 1);
     }
@@ -90,10 +110,8 @@ public:
              py::function resolve_type,
              py::object node_type)
         : method_labels_(std::move(method_labels)),
-          literal_ids_(std::move(literal_ids)),
-          resolve_type_(std::move(resolve_type)),
-          node_type_(std::move(node_type)),
-          keep_(py::list()) {
+          literal_ids_(std::move(literal_ids)), resolve_type_(std::move(resolve_type)),
+          node_type_(std::move(node_type)), keep_(py::list()) {
         // Functions match by identity, as the reference's `is` test does.
         for(auto item : func_labels) {
             keep_.append(item.first);
@@ -130,15 +148,16 @@ public:
         g.arg_off.reserve(n_expected + 1);
         g.arg.reserve(2 * n_expected);
         // (`_args` is the slot behind the `args` property of torch.fx.Node)
-        const py::str s_op("op"), s_target("target"), s_args("args"), s_args_slot("_args"),
-            s_users("users"), s_modules("_modules");
+        const py::str s_op("op"), s_target("target"), s_args("args"),
+            s_args_slot("_args"), s_users("users"), s_modules("_modules");
         const py::str call_module("call_module"), call_function("call_function"),
             call_method("call_method"), get_attr("get_attr");
 
         // Module lookup by dotted path through `_modules`, as named_modules() sees
         // it. Only the `_modules` dicts of parent paths are cached, keyed by views
         // into the target strings (alive as long as the nodes): no allocation per node.
-        std::unordered_map<std::string_view, PyObject*> dicts;  // path -> its `_modules`
+        // path -> its `_modules`
+        std::unordered_map<std::string_view, PyObject*> dicts;
         py::list keep;  // owns the cached dicts
         auto child = [](PyObject* modules_dict, std::string_view name) -> PyObject* {
             if(modules_dict == nullptr) {
@@ -159,9 +178,10 @@ public:
             PyObject* owner = root.ptr();
             if(!path.empty()) {
                 const auto dot = path.rfind('.');
-                owner = dot == std::string_view::npos
-                            ? child(self(std::string_view(), self), path)
-                            : child(self(path.substr(0, dot), self), path.substr(dot + 1));
+                owner =
+                    dot == std::string_view::npos
+                        ? child(self(std::string_view(), self), path)
+                        : child(self(path.substr(0, dot), self), path.substr(dot + 1));
             }
             PyObject* dict = nullptr;
             if(owner != nullptr) {
@@ -188,14 +208,16 @@ public:
             if(dot == std::string_view::npos) {
                 return child(modules_of(std::string_view(), modules_of), path);
             }
-            return child(modules_of(path.substr(0, dot), modules_of), path.substr(dot + 1));
+            return child(modules_of(path.substr(0, dot), modules_of),
+                         path.substr(dot + 1));
         };
 
         auto same = [](PyObject* a, PyObject* b) {
             return a == b || PyUnicode_Compare(a, b) == 0;
         };
 
-        py::object it = py::reinterpret_steal<py::object>(PyObject_GetIter(node_iter.ptr()));
+        py::object it =
+            py::reinterpret_steal<py::object>(PyObject_GetIter(node_iter.ptr()));
         if(!it) {
             throw py::error_already_set();
         }
@@ -233,13 +255,14 @@ public:
                 auto f = funcs_.find(target.ptr());
                 label = f == funcs_.end() ? 0 : f->second;
             } else if(same(op.ptr(), call_method.ptr())) {
-                PyObject* l = PyDict_GetItemWithError(method_labels_.ptr(), target.ptr());
+                PyObject* l =
+                    PyDict_GetItemWithError(method_labels_.ptr(), target.ptr());
                 if(l == nullptr) {
                     if(PyErr_Occurred() != nullptr) {
                         PyErr_Clear();  // unhashable target: names no pattern
                     }
                 } else {
-                    label = static_cast<std::int32_t>(PyLong_AsLong(l));
+                    label = table_code(l, node, "method label");
                 }
             } else if(same(op.ptr(), get_attr.ptr())) {
                 get_attrs.append(i);
@@ -269,14 +292,15 @@ public:
                 if(PyObject_TypeCheck(a, node_type)) {
                     const std::int32_t found = index.find(a);
                     if(found < 0) {
-                        throw py::value_error("node " + py::str(node).cast<std::string>() +
+                        throw py::value_error("node " +
+                                              py::str(node).cast<std::string>() +
                                               " has an argument that is not an earlier "
                                               "node of this graph: " +
                                               py::str(a).cast<std::string>());
                     }
                     g.arg.push_back(found);
                 } else {
-                    g.arg.push_back(-literal_id(a) - 2);
+                    g.arg.push_back(core::literal_arg(literal_id(a, node)));
                 }
             }
             g.arg_off.push_back(static_cast<std::int32_t>(g.arg.size()));
@@ -306,8 +330,8 @@ private:
         return label;
     }
 
-    /// Id of the sub-pattern a literal argument equals, or -1.
-    std::int32_t literal_id(PyObject* value) {
+    /// Id of the sub-pattern a literal argument (of `node`) equals, or -1.
+    std::int32_t literal_id(PyObject* value, const py::handle& node) {
         PyObject* id = PyDict_GetItemWithError(literal_ids_.ptr(), value);
         if(id == nullptr) {
             if(PyErr_Occurred() != nullptr) {
@@ -315,7 +339,7 @@ private:
             }
             return -1;
         }
-        return static_cast<std::int32_t>(PyLong_AsLong(id));
+        return table_code(id, node, "literal id");
     }
 
     std::unordered_map<PyObject*, std::int32_t> funcs_;
@@ -331,7 +355,12 @@ private:
 
 void register_flatten(py::module_& m) {
     py::class_<Interner>(m, "Interner", "Interning tables of a compiled pattern set.")
-        .def(py::init<py::dict, py::dict, py::dict, py::dict, py::function, py::object>(),
+        .def(py::init<py::dict,
+                      py::dict,
+                      py::dict,
+                      py::dict,
+                      py::function,
+                      py::object>(),
              "func_labels"_a,
              "method_labels"_a,
              "module_type_labels"_a,
@@ -342,7 +371,8 @@ void register_flatten(py::module_& m) {
              &Interner::flatten,
              "nodes"_a,
              "root"_a,
-             "Flatten FX nodes (in graph order) to (FlatGraph, nodes, modules, get_attrs).");
+             "Flatten FX nodes (in graph order) to (FlatGraph, nodes, modules, "
+             "get_attrs).");
 }
 
 }  // namespace pyfuse::bindings

@@ -2,12 +2,16 @@
 #include "pybind11.hpp"
 
 #ifndef PYFUSE_VERSION
-#define PYFUSE_VERSION "dev"
+#error "PYFUSE_VERSION must be defined (CMakeLists.txt: from pyfuse/_version.py)"
+#endif
+#ifndef PYFUSE_BUILD_INFO
+#define PYFUSE_BUILD_INFO "unknown build"
 #endif
 
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.doc() = "pyfuse native core: pattern automaton and FX graph flattener (private).";
     m.attr("__version__") = PYFUSE_VERSION;
+    m.attr("build_info") = PYFUSE_BUILD_INFO;
     pyfuse::bindings::register_automaton(m);
     pyfuse::bindings::register_flatten(m);
 }

@@ -1,6 +1,4 @@
 // Bindings of the pattern automaton: convert, release the GIL, call the core.
-#include <stdexcept>
-
 #include "flat_graph.hpp"
 #include "pybind11.hpp"
 
@@ -10,7 +8,9 @@ namespace {
 
 using IntVec = std::vector<std::int32_t>;
 
-core::Span span(const IntVec& v) { return core::Span{v.data(), v.size()}; }
+core::Span span(const IntVec& v) {
+    return core::Span{v.data(), v.size()};
+}
 
 /// Keeps the arrays the automaton was compiled from (it copies what it needs,
 /// but the arrays are also handy to inspect from Python).
@@ -33,7 +33,8 @@ public:
                                          span(label_is_module),
                                          num_labels}) {}
 
-    [[nodiscard]] core::MatchResult match(const FlatGraph& g, const IntVec& exclude) const {
+    [[nodiscard]] core::MatchResult match(const FlatGraph& g,
+                                          const IntVec& exclude) const {
         const auto view = g.view(exclude);
         // Releasing the GIL is safe: the core reads only these C++ vectors, which
         // the caller's references keep alive, and the automaton is immutable.
@@ -51,11 +52,20 @@ private:
 
 void register_automaton(py::module_& m) {
     py::class_<core::MatchResult>(m, "MatchResult", "Result of Automaton.match.")
-        .def_readonly("owner", &core::MatchResult::owner, "Per node: id of the claiming match, or -1.")
-        .def_readonly("roots", &core::MatchResult::match_root, "Per match: node it started at.")
-        .def_readonly("patterns", &core::MatchResult::match_pattern, "Per match: top pattern index.")
-        .def_readonly("claimed", &core::MatchResult::claimed, "Claimed nodes, by match, walk order.")
-        .def_readonly("claimed_off", &core::MatchResult::claimed_off, "Per match + 1: slices of claimed.")
+        .def_readonly("owner",
+                      &core::MatchResult::owner,
+                      "Per node: id of the claiming match, or -1.")
+        .def_readonly(
+            "roots", &core::MatchResult::match_root, "Per match: node it started at.")
+        .def_readonly("patterns",
+                      &core::MatchResult::match_pattern,
+                      "Per match: top pattern index.")
+        .def_readonly("claimed",
+                      &core::MatchResult::claimed,
+                      "Claimed nodes, by match, walk order.")
+        .def_readonly("claimed_off",
+                      &core::MatchResult::claimed_off,
+                      "Per match + 1: slices of claimed.")
         .def_readonly("error", &core::MatchResult::error)
         .def_readonly("error_node", &core::MatchResult::error_node)
         .def_readonly("missing_module", &core::MatchResult::missing_module);
@@ -101,22 +111,30 @@ void register_automaton(py::module_& m) {
              "graph"_a,
              "exclude"_a = IntVec{},
              "Match a flattened graph; releases the GIL.")
-        .def_property_readonly("num_subpatterns",
-                               [](const PyAutomaton& a) { return a.get().num_subpatterns(); })
-        .def_property_readonly("num_patterns",
-                               [](const PyAutomaton& a) { return a.get().num_patterns(); })
-        .def_property_readonly("num_labels",
-                               [](const PyAutomaton& a) { return a.get().num_labels(); });
+        .def_property_readonly(
+            "num_subpatterns",
+            [](const PyAutomaton& a) { return a.get().num_subpatterns(); })
+        .def_property_readonly(
+            "num_patterns", [](const PyAutomaton& a) { return a.get().num_patterns(); })
+        .def_property_readonly(
+            "num_labels", [](const PyAutomaton& a) { return a.get().num_labels(); });
 
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if(p) {
-                std::rethrow_exception(p);
-            }
-        } catch(const std::invalid_argument& e) {
-            PyErr_SetString(PyExc_ValueError, e.what());
-        }
-    });
+    // The encoding's one definition (csrc/core/automaton.hpp), for pyfuse and tests.
+    m.attr("HEAD_MATCH_ALL") = static_cast<std::int32_t>(core::Head::match_all);
+    m.attr("HEAD_LABEL") = static_cast<std::int32_t>(core::Head::label);
+    m.attr("HEAD_NEVER") = static_cast<std::int32_t>(core::Head::never);
+    m.attr("HEAD_GETATTR") = static_cast<std::int32_t>(core::Head::getattr_);
+    m.attr("MISSING_MODULE") = core::kMissingModule;
+    m.def("literal_arg",
+          &core::literal_arg,
+          "code"_a,
+          "The argument value of a literal equal to sub-pattern `code` (-1: none).");
+    m.def("literal_code",
+          &core::literal_code,
+          "arg"_a,
+          "The sub-pattern code of a literal argument value (inverse of literal_arg).");
+    // (std::invalid_argument from the core reaches Python as ValueError: pybind11's
+    // own translation)
 }
 
 }  // namespace pyfuse::bindings

@@ -12,7 +12,12 @@ std::string at(const char* what, std::size_t i) {
     return std::string(what) + " at index " + std::to_string(i);
 }
 
-constexpr std::int32_t literal_code(std::int32_t arg) { return -arg - 2; }
+/// Records an error in `r`; returns false (the step failed).
+bool fail(MatchResult& r, std::string msg, std::int64_t node) {
+    r.error = std::move(msg);
+    r.error_node = static_cast<std::int32_t>(node);
+    return false;
+}
 
 }  // namespace
 
@@ -35,7 +40,8 @@ struct Automaton::Bits {
                     std::int32_t node,
                     std::int32_t sub) {
         const auto s = static_cast<std::size_t>(sub);
-        v[static_cast<std::size_t>(node) * words + s / 64] |= std::uint64_t{1} << (s % 64);
+        v[static_cast<std::size_t>(node) * words + s / 64] |= std::uint64_t{1}
+                                                              << (s % 64);
     }
 };
 
@@ -45,8 +51,9 @@ Automaton::Automaton(const PatternArrays& p) : num_labels_(p.num_labels) {
         throw std::invalid_argument("num_labels must be >= 0");
     }
     if(p.label.size != n_sub || p.check_args.size != n_sub) {
-        throw std::invalid_argument("head, label and check_args must have one entry per "
-                                    "sub-pattern");
+        throw std::invalid_argument(
+            "head, label and check_args must have one entry per "
+            "sub-pattern");
     }
     if(p.child_off.size != n_sub + 1 || p.child_off[0] != 0 ||
        static_cast<std::size_t>(p.child_off[n_sub]) != p.child.size) {
@@ -77,15 +84,13 @@ Automaton::Automaton(const PatternArrays& p) : num_labels_(p.num_labels) {
         }
         const auto head = static_cast<Head>(h);
         const std::int32_t b = p.child_off[s];
-        const std::int32_t e = p.child_off[s + 1];
-        if(b > e) {
-            throw std::invalid_argument(at("child_off decreases", s));
-        }
+        const std::int32_t e = p.child_off[s + 1];  // >= b: checked above
         for(std::int32_t c = b; c < e; ++c) {
             const std::int32_t child = p.child[static_cast<std::size_t>(c)];
             // Children are hash-consed sub-patterns listed before their parent.
             if(child < 0 || static_cast<std::size_t>(child) >= s) {
-                throw std::invalid_argument(at("child must name an earlier sub-pattern", s));
+                throw std::invalid_argument(
+                    at("child must name an earlier sub-pattern", s));
             }
         }
         if((head == Head::label || head == Head::getattr_) &&
@@ -93,7 +98,8 @@ Automaton::Automaton(const PatternArrays& p) : num_labels_(p.num_labels) {
             throw std::invalid_argument(at("label out of range", s));
         }
         if(head == Head::getattr_ && e - b != 1) {
-            throw std::invalid_argument(at("getattr pattern needs exactly one child", s));
+            throw std::invalid_argument(
+                at("getattr pattern needs exactly one child", s));
         }
         subs_.push_back(Sub{head, p.label[s], p.check_args[s] != 0 && e > b, b, e});
     }
@@ -190,8 +196,8 @@ Automaton::Tri Automaton::test(std::int32_t sub,
             return Tri::no;
         }
         const std::int32_t name = g.arg[static_cast<std::size_t>(b + 1)];
-        return name < 0 && literal_code(name) == children_[static_cast<std::size_t>(
-                                                     s.child_begin)]
+        return name < 0 && literal_code(name) ==
+                               children_[static_cast<std::size_t>(s.child_begin)]
                    ? Tri::yes
                    : Tri::no;
     }
@@ -202,10 +208,11 @@ Automaton::Tri Automaton::test(std::int32_t sub,
         return Tri::no;
     }
     for(std::int32_t k = 0; k < e - b; ++k) {
-        const Tri t = accepts_arg(children_[static_cast<std::size_t>(s.child_begin + k)],
-                                  g.arg[static_cast<std::size_t>(b + k)],
-                                  g,
-                                  bits);
+        const Tri t =
+            accepts_arg(children_[static_cast<std::size_t>(s.child_begin + k)],
+                        g.arg[static_cast<std::size_t>(b + k)],
+                        g,
+                        bits);
         if(t != Tri::yes) {
             return t;  // the reference's all() stops at the first failure
         }
@@ -244,63 +251,76 @@ void Automaton::claim(std::int32_t sub,
 
 MatchResult Automaton::match(const GraphArrays& g) const {
     MatchResult r;
+    bool any_missing = false;
+    std::vector<std::pair<std::int32_t, std::int32_t>> excluded;
+    if(validate(g, r, any_missing, excluded)) {
+        const Bits bits = scan(g, any_missing);
+        (void)select(g, bits, excluded, r);  // (an error is in r)
+    }
+    return r;
+}
+
+// 1. Validation of the graph arrays (the automaton's own arrays were checked when
+// it was built): errors go to `r`, nothing throws.
+bool Automaton::validate(
+    const GraphArrays& g,
+    MatchResult& r,
+    bool& any_missing,
+    std::vector<std::pair<std::int32_t, std::int32_t>>& excluded) const {
     const std::size_t n = g.label.size;
-    auto fail = [&r](std::string msg, std::int64_t node) {
-        r.error = std::move(msg);
-        r.error_node = static_cast<std::int32_t>(node);
-        return r;
-    };
     if(n > static_cast<std::size_t>(INT32_MAX - 1)) {
-        return fail("graph too large", -1);
+        return fail(r, "graph too large", -1);
     }
     if(g.users.size != n || g.arg_off.size != n + 1) {
-        return fail("label and users need N entries, arg_off N + 1", -1);
+        return fail(r, "label and users need N entries, arg_off N + 1", -1);
     }
     if(g.arg_off[0] != 0 || static_cast<std::size_t>(g.arg_off[n]) != g.arg.size) {
-        return fail("arg_off must start at 0 and end at len(arg)", -1);
+        return fail(r, "arg_off must start at 0 and end at len(arg)", -1);
     }
-    bool any_missing = false;
     const auto n_sub = static_cast<std::int32_t>(subs_.size());
     for(std::size_t i = 0; i < n; ++i) {
+        const auto node = static_cast<std::int64_t>(i);
         const std::int32_t l = g.label[i];
         if(l < kMissingModule || l >= num_labels_) {
-            return fail(at("label out of range", i), static_cast<std::int64_t>(i));
+            return fail(r, at("label out of range", i), node);
         }
         any_missing = any_missing || l == kMissingModule;
         if(g.users[i] < 0) {
-            return fail(at("negative user count", i), static_cast<std::int64_t>(i));
+            return fail(r, at("negative user count", i), node);
         }
         if(g.arg_off[i + 1] < g.arg_off[i] ||
            static_cast<std::size_t>(g.arg_off[i + 1]) > g.arg.size) {
-            return fail(at("arg_off out of range", i), static_cast<std::int64_t>(i));
+            return fail(r, at("arg_off out of range", i), node);
         }
         for(std::int32_t k = g.arg_off[i]; k < g.arg_off[i + 1]; ++k) {
             const std::int32_t a = g.arg[static_cast<std::size_t>(k)];
             if(a >= static_cast<std::int32_t>(i)) {
-                return fail(at("argument is not an earlier node", i),
-                            static_cast<std::int64_t>(i));
+                return fail(r, at("argument is not an earlier node", i), node);
             }
             if(a < 0 && a != -1 && literal_code(a) >= n_sub) {
-                return fail(at("literal code out of range", i), static_cast<std::int64_t>(i));
+                return fail(r, at("literal code out of range", i), node);
             }
         }
     }
     if(g.exclude.size % 2 != 0) {
-        return fail("exclude must hold (node, pattern) pairs", -1);
+        return fail(r, "exclude must hold (node, pattern) pairs", -1);
     }
-    std::vector<std::pair<std::int32_t, std::int32_t>> excluded;
     for(std::size_t k = 0; k + 1 < g.exclude.size; k += 2) {
         const std::int32_t node = g.exclude[k];
         const std::int32_t pat = g.exclude[k + 1];
         if(node < 0 || static_cast<std::size_t>(node) >= n || pat < 0 ||
            static_cast<std::size_t>(pat) >= top_.size()) {
-            return fail(at("exclude pair out of range", k / 2), -1);
+            return fail(r, at("exclude pair out of range", k / 2), -1);
         }
         excluded.emplace_back(node, pat);
     }
     std::sort(excluded.begin(), excluded.end());
+    return true;
+}
 
-    // 2. Bottom-up scan.
+// 2. Bottom-up scan: the sub-patterns each node matches (or raises on).
+Automaton::Bits Automaton::scan(const GraphArrays& g, bool any_missing) const {
+    const std::size_t n = g.label.size;
     Bits bits;
     bits.words = words_;
     bits.match.assign(n * words_, 0);
@@ -320,8 +340,17 @@ MatchResult Automaton::match(const GraphArrays& g) const {
             }
         }
     }
+    return bits;
+}
 
-    // 3. Top-down selection and claiming.
+// 3. Top-down selection and claiming. A winning candidate that raises (looks up a
+// missing module) ends the match with an error naming that module's node.
+bool Automaton::select(
+    const GraphArrays& g,
+    const Bits& bits,
+    const std::vector<std::pair<std::int32_t, std::int32_t>>& excluded,
+    MatchResult& r) const {
+    const std::size_t n = g.label.size;
     r.owner.assign(n, -1);
     for(std::size_t j = n; j-- > 0;) {
         if(r.owner[j] >= 0) {
@@ -331,55 +360,60 @@ MatchResult Automaton::match(const GraphArrays& g) const {
         const auto slot = static_cast<std::size_t>(g.label[j] + 1);
         for(std::int32_t c = root_off_[slot]; c < root_off_[slot + 1]; ++c) {
             const std::int32_t k = root_[static_cast<std::size_t>(c)];
-            if(!excluded.empty() &&
-               std::binary_search(excluded.begin(), excluded.end(), std::make_pair(node, k))) {
+            if(!excluded.empty() && std::binary_search(excluded.begin(),
+                                                       excluded.end(),
+                                                       std::make_pair(node, k))) {
                 continue;
             }
             const std::int32_t sub = top_[static_cast<std::size_t>(k)];
-            const Sub& s = subs_[static_cast<std::size_t>(sub)];
-            Tri t = Tri::yes;
-            if(s.head != Head::match_all) {
+            if(subs_[static_cast<std::size_t>(sub)].head != Head::match_all) {
                 if(!bits.raises.empty() && Bits::get(bits.raises, words_, node, sub)) {
-                    t = Tri::raises;
-                } else if(!Bits::get(bits.match, words_, node, sub)) {
-                    t = Tri::no;
+                    r.missing_module = true;
+                    return fail(r,
+                                "module lookup of a missing call_module target",
+                                trace_missing(node, sub, g, bits));
+                }
+                if(!Bits::get(bits.match, words_, node, sub)) {
+                    continue;
                 }
             }
-            if(t == Tri::raises) {
-                // Report the missing module's node: follow the raising children down.
-                std::int32_t at_node = node;
-                std::int32_t at_sub = sub;
-                while(g.label[static_cast<std::size_t>(at_node)] != kMissingModule) {
-                    const Sub& cur = subs_[static_cast<std::size_t>(at_sub)];
-                    const auto off = g.arg_off[static_cast<std::size_t>(at_node)];
-                    bool moved = false;
-                    for(std::int32_t k = 0; k < cur.child_end - cur.child_begin && !moved; ++k) {
-                        const std::int32_t c = children_[static_cast<std::size_t>(cur.child_begin + k)];
-                        const std::int32_t a = g.arg[static_cast<std::size_t>(off + k)];
-                        if(accepts_arg(c, a, g, bits) == Tri::raises) {
-                            at_node = a;
-                            at_sub = c;
-                            moved = true;
-                        }
-                    }
-                    if(!moved) {
-                        break;
-                    }
-                }
-                r.missing_module = true;
-                return fail("module lookup of a missing call_module target", at_node);
-            }
-            if(t == Tri::yes) {
-                const auto id = static_cast<std::int32_t>(r.match_root.size());
-                r.match_root.push_back(node);
-                r.match_pattern.push_back(k);
-                claim(sub, node, id, g, r.owner, r.claimed);
-                r.claimed_off.push_back(static_cast<std::int32_t>(r.claimed.size()));
-                break;
-            }
+            const auto id = static_cast<std::int32_t>(r.match_root.size());
+            r.match_root.push_back(node);
+            r.match_pattern.push_back(k);
+            claim(sub, node, id, g, r.owner, r.claimed);
+            r.claimed_off.push_back(static_cast<std::int32_t>(r.claimed.size()));
+            break;
         }
     }
-    return r;
+    return true;
+}
+
+// 4. The node whose missing module made `sub` raise at `node`: follow the raising
+// children down.
+std::int32_t Automaton::trace_missing(std::int32_t node,
+                                      std::int32_t sub,
+                                      const GraphArrays& g,
+                                      const Bits& bits) const {
+    while(g.label[static_cast<std::size_t>(node)] != kMissingModule) {
+        const Sub& cur = subs_[static_cast<std::size_t>(sub)];
+        const auto off = g.arg_off[static_cast<std::size_t>(node)];
+        bool moved = false;
+        for(std::int32_t pos = 0; pos < cur.child_end - cur.child_begin && !moved;
+            ++pos) {
+            const std::int32_t child =
+                children_[static_cast<std::size_t>(cur.child_begin + pos)];
+            const std::int32_t a = g.arg[static_cast<std::size_t>(off + pos)];
+            if(accepts_arg(child, a, g, bits) == Tri::raises) {
+                node = a;
+                sub = child;
+                moved = true;
+            }
+        }
+        if(!moved) {
+            break;
+        }
+    }
+    return node;
 }
 
 }  // namespace pyfuse::core

@@ -10,7 +10,7 @@
 // call_module whose module does not exist), a user count, and an argument list.
 // Each argument is either a node index (>= 0, < i) or a literal, encoded as
 // -(code + 2) where code is the id of the sub-pattern the literal equals (-1:
-// equals none).
+// equals none): literal_arg() below.
 //
 // A *pattern set* is a hash-consed DAG of sub-patterns. Sub-pattern p has a
 // head (match-all, a label, or never-matches-a-node), optional children (the
@@ -38,17 +38,29 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pyfuse::core {
 
-/// Head kinds of a sub-pattern.
+/// Head kinds of a sub-pattern (the bindings export them as _core.HEAD_*).
 enum class Head : std::int32_t {
     match_all = 0,  ///< MatchAllNode: accepts any argument, claims nothing.
     label = 1,      ///< accepts nodes whose label equals `label`.
     never = 2,      ///< accepts no node (a literal entry); literals may still equal it.
-    getattr_ = 3,   ///< `(getattr, name)`: label must match and args[1] must equal child 0.
+    /// `(getattr, name)`: label must match and args[1] must equal child 0.
+    getattr_ = 3,
 };
+
+/// A literal argument is stored as a negative number: -(code + 2), where code is the
+/// id of the sub-pattern the literal equals, or -1 (equals none: stored as -1).
+/// The bindings export both directions as _core.literal_arg / _core.literal_code.
+[[nodiscard]] constexpr std::int32_t literal_arg(std::int32_t code) {
+    return -code - 2;
+}
+[[nodiscard]] constexpr std::int32_t literal_code(std::int32_t arg) {
+    return -arg - 2;
+}
 
 /// A read-only view of a contiguous int32 array.
 struct Span {
@@ -59,13 +71,15 @@ struct Span {
 
 /// Pattern set, as arrays (see the module comment).
 struct PatternArrays {
-    Span head;         ///< Head per sub-pattern.
-    Span label;        ///< label per sub-pattern (for Head::label / getattr_).
-    Span check_args;   ///< 1 if the node's arity and arguments must match children.
-    Span child_off;    ///< size P + 1: children of p are child[child_off[p]:child_off[p+1]].
-    Span child;        ///< sub-pattern ids.
-    Span top;          ///< top-level patterns (sub-pattern ids) in priority order.
-    Span label_is_module;  ///< size num_labels: 1 where testing the label looks a module up.
+    Span head;        ///< Head per sub-pattern.
+    Span label;       ///< label per sub-pattern (for Head::label / getattr_).
+    Span check_args;  ///< 1 if the node's arity and arguments must match children.
+    /// size P + 1: children of p are child[child_off[p]:child_off[p+1]].
+    Span child_off;
+    Span child;  ///< sub-pattern ids.
+    Span top;    ///< top-level patterns (sub-pattern ids) in priority order.
+    /// size num_labels: 1 where testing the label looks a module up.
+    Span label_is_module;
     std::int32_t num_labels = 0;  ///< labels are in [0, num_labels).
 };
 
@@ -90,8 +104,9 @@ struct MatchResult {
     std::vector<std::int32_t> owner;          ///< per node: match id or -1.
     std::vector<std::int32_t> match_root;     ///< per match: the node it started at.
     std::vector<std::int32_t> match_pattern;  ///< per match: index into `top`.
-    std::vector<std::int32_t> claimed;        ///< claimed nodes, grouped by match, walk order.
-    std::vector<std::int32_t> claimed_off{0}; ///< per match + 1: slices of `claimed`.
+    /// claimed nodes, grouped by match, walk order.
+    std::vector<std::int32_t> claimed;
+    std::vector<std::int32_t> claimed_off{0};  ///< per match + 1: slices of `claimed`.
     std::string error;
     std::int32_t error_node = -1;
     bool missing_module = false;  ///< the error is a module lookup of a missing target.
@@ -122,6 +137,22 @@ private:
 
     enum class Tri : std::uint8_t { no, yes, raises };
     struct Bits;
+    /// The steps of match().
+    [[nodiscard]] bool
+    validate(const GraphArrays& g,
+             MatchResult& r,
+             bool& any_missing,
+             std::vector<std::pair<std::int32_t, std::int32_t>>& excluded) const;
+    [[nodiscard]] Bits scan(const GraphArrays& g, bool any_missing) const;
+    [[nodiscard]] bool
+    select(const GraphArrays& g,
+           const Bits& bits,
+           const std::vector<std::pair<std::int32_t, std::int32_t>>& excluded,
+           MatchResult& r) const;
+    [[nodiscard]] std::int32_t trace_missing(std::int32_t node,
+                                             std::int32_t sub,
+                                             const GraphArrays& g,
+                                             const Bits& bits) const;
     [[nodiscard]] Tri accepts_arg(std::int32_t child,
                                   std::int32_t arg,
                                   const GraphArrays& g,

@@ -44,7 +44,9 @@ class ResNet18(nn.Module):
         cin = width
         for i, cout in enumerate([width, 2 * width, 4 * width, 8 * width]):
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            layers.append(
+                nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1))
+            )
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -11,7 +11,10 @@ __all__ = ["patch_torch", "patched", "unpatch_torch"]
 
 # (module name, attribute) pairs that hold torch's fuse function.
 _SITES = (
-    ("torch.ao.quantization.quantize_fx", "fuse"),  # fuse_fx, prepare_fx, prepare_qat_fx
+    (
+        "torch.ao.quantization.quantize_fx",
+        "fuse",
+    ),  # fuse_fx, prepare_fx, prepare_qat_fx
     ("torch.ao.quantization.fx", "fuse"),
     ("torch.ao.quantization.fx.fuse", "fuse"),
 )
@@ -19,7 +22,7 @@ _saved: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
 def _torch_compatible_fuse(*args: Any, **kwargs: Any) -> Any:
-    from ._fuse import fuse
+    from .fx.pipeline import fuse
 
     return fuse(*args, **kwargs)
 

@@ -1,7 +1,6 @@
 """The C++ automaton through pyfuse._core, on hand-checked arrays.
 
-Encoding (csrc/core/automaton.hpp): heads 0 match-all, 1 label, 2 never, 3 getattr;
-node args are node indices (>= 0) or literals encoded -(code + 2).
+Encoding: tests/support/arrays.py.
 """
 
 from __future__ import annotations
@@ -9,32 +8,9 @@ from __future__ import annotations
 import pytest
 
 from pyfuse import _core
+from tests.support.arrays import LABEL, MATCH_ALL, NEVER, automaton, graph, literal
 
-MATCH_ALL, LABEL, NEVER = 0, 1, 2
-
-
-def automaton(subs, top, num_labels=3, module_labels=(1,)):
-    """subs: list of (head, label, children) in children-first order."""
-    head = [s[0] for s in subs]
-    label = [s[1] for s in subs]
-    check = [int(bool(s[2])) for s in subs]
-    child, off = [], [0]
-    for s in subs:
-        child += s[2]
-        off.append(len(child))
-    is_mod = [int(lab in module_labels) for lab in range(num_labels)]
-    return _core.Automaton(head, label, check, off, child, top, is_mod, num_labels)
-
-
-def graph(nodes):
-    """nodes: list of (label, users, args)."""
-    off = [0]
-    args = []
-    for _, _, a in nodes:
-        args += a
-        off.append(len(args))
-    return _core.FlatGraph([n[0] for n in nodes], [n[1] for n in nodes], off, args)
-
+pytestmark = pytest.mark.quick  # (part of the quick suite: ./dev pyvers)
 
 # Labels: 1 = Conv (module), 2 = ReLU. Sub-patterns: 0 Conv, 1 (ReLU, Conv), 2 ReLU.
 CONV_RELU = [(LABEL, 1, []), (LABEL, 2, [0]), (LABEL, 2, [])]
@@ -85,9 +61,9 @@ def test_match_all_child_claims_nothing():
 def test_literal_argument_equal_to_subpattern():
     # sub 0 is a 'never' literal entry (e.g. the int 1); add(conv, 1) matches (Add, Conv, 1)
     subs = [(NEVER, 0, []), (LABEL, 1, []), (LABEL, 2, [1, 0])]
-    g = graph([(0, 1, []), (1, 1, [0]), (2, 0, [1, -(0 + 2)])])
+    g = graph([(0, 1, []), (1, 1, [0]), (2, 0, [1, literal(0)])])
     assert automaton(subs, [2]).match(g).roots == [2]
-    g2 = graph([(0, 1, []), (1, 1, [0]), (2, 0, [1, -1])])  # literal equal to nothing
+    g2 = graph([(0, 1, []), (1, 1, [0]), (2, 0, [1, literal(-1)])])  # equal to nothing
     assert automaton(subs, [2]).match(g2).roots == []
 
 
@@ -103,7 +79,7 @@ def test_exclusion_falls_through_to_next_pattern():
 
 
 def test_missing_module_is_reported_where_tested():
-    g = graph([(0, 1, []), (-1, 1, [0]), (2, 0, [1])])
+    g = graph([(0, 1, []), (_core.MISSING_MODULE, 1, [0]), (2, 0, [1])])
     res = automaton(CONV_RELU, [1, 2]).match(g)
     assert res.missing_module
     assert res.error_node == 1
@@ -132,14 +108,31 @@ def test_bad_offsets_and_exclusions():
 
 
 @pytest.mark.parametrize(
-    "subs,top",
+    ("subs", "top", "message"),
     [
-        ([(LABEL, 1, [0])], [0]),  # child not earlier
-        ([(9, 1, [])], [0]),  # unknown head
-        ([(LABEL, 7, [])], [0]),  # label out of range
-        ([(LABEL, 1, [])], [3]),  # top out of range
+        ([(LABEL, 1, [0])], [0], "child must name an earlier sub-pattern at index 0"),
+        ([(9, 1, [])], [0], "unknown head kind at index 0"),
+        ([(LABEL, 7, [])], [0], "label out of range at index 0"),
+        ([(LABEL, 1, [])], [3], "top pattern out of range at index 0"),
     ],
 )
-def test_bad_patterns_raise_value_error(subs, top):
-    with pytest.raises(ValueError):
+def test_bad_patterns_raise_value_error(subs, top, message):
+    # (the core throws std::invalid_argument; pybind11 turns it into ValueError)
+    with pytest.raises(ValueError, match=message):
         automaton(subs, top)
+
+
+def test_encoding_is_exported_once():
+    heads = [
+        _core.HEAD_MATCH_ALL,
+        _core.HEAD_LABEL,
+        _core.HEAD_NEVER,
+        _core.HEAD_GETATTR,
+    ]
+    assert sorted(heads) == list(range(4))
+    assert _core.MISSING_MODULE < 0
+    assert _core.literal_arg(-1) == -1  # equals no sub-pattern
+    for code in range(-1, 50):
+        arg = _core.literal_arg(code)
+        assert arg < 0
+        assert _core.literal_code(arg) == code

@@ -10,21 +10,22 @@ The "real" models mimic the block structure of well-known architectures (ResNet,
 MobileNetV2, EfficientNet, VGG, DenseNet, 3D ResNets, MLPs, 1d audio nets, decoders)
 with narrow channels and small inputs so the whole corpus runs quickly on a CPU.
 The small models pin down individual matching rules of the reference
-(``torch.ao.quantization.fx.fuse.fuse``); see /work/shared/REFERENCE.md.
+(``torch.ao.quantization.fx.fuse.fuse``, torch/ao/quantization/fx/fuse.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import ClassVar
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import torch.nn.utils.parametrize as parametrize
 
 # backend_config's builders use this submodule without importing it
-import torch.ao.quantization.backend_config.utils  # noqa: F401
+import torch.ao.quantization.backend_config.utils
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
 
 # --------------------------------------------------------------------------------------
 # Backend configs
@@ -219,8 +220,7 @@ class BasicBlock(nn.Module):
         if self.downsample is not None:
             identity = self.downsample(x)
         out += identity  # operator.iadd, as in torchvision
-        out = self.relu(out)
-        return out
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -255,7 +255,9 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, layers, width=8, num_classes=10, adds=("op",), frozen_stem=False):
+    def __init__(
+        self, block, layers, width=8, num_classes=10, adds=("op",), frozen_stem=False
+    ):
         super().__init__()
         self.inplanes = width
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
@@ -278,7 +280,9 @@ class ResNet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.Conv2d(
+                    self.inplanes, planes * block.expansion, 1, stride, bias=False
+                ),
                 nn.BatchNorm2d(planes * block.expansion),
             )
         layers = []
@@ -287,8 +291,15 @@ class ResNet(nn.Module):
             if block is Bottleneck:
                 kw["add"] = self._adds[self._nblk % len(self._adds)]
             self._nblk += 1
-            layers.append(block(self.inplanes, planes, stride if i == 0 else 1,
-                                downsample if i == 0 else None, **kw))
+            layers.append(
+                block(
+                    self.inplanes,
+                    planes,
+                    stride if i == 0 else 1,
+                    downsample if i == 0 else None,
+                    **kw,
+                )
+            )
             self.inplanes = planes * block.expansion
         return nn.Sequential(*layers)
 
@@ -368,8 +379,15 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, width=0.25, num_classes=10):
         super().__init__()
-        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-               (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        cfg = [
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        ]
         cin = max(int(32 * width), 4)
         feats = [ConvBNReLU6(3, cin, stride=2)]
         for t, c, n, s in cfg:
@@ -424,9 +442,12 @@ class MBConv(nn.Module):
         self.use_res = stride == 1 and cin == cout
         self.expand = None
         if expand != 1:
-            self.expand = nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False),
-                                        nn.BatchNorm2d(hidden), nn.SiLU())
-        self.dw_conv = nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False)
+            self.expand = nn.Sequential(
+                nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU()
+            )
+        self.dw_conv = nn.Conv2d(
+            hidden, hidden, k, stride, k // 2, groups=hidden, bias=False
+        )
         self.dw_bn = nn.BatchNorm2d(hidden)
         self.dw_act = nn.SiLU()
         self.se = SqueezeExcite(hidden, max(1, cin // 4), se_kind)
@@ -448,20 +469,39 @@ class MBConv(nn.Module):
 class EfficientNet(nn.Module):
     def __init__(self, num_classes=10):
         super().__init__()
-        cfg = [(1, 3, 1, 1, 8), (6, 3, 2, 2, 12), (6, 5, 2, 2, 16), (6, 3, 3, 2, 24),
-               (6, 5, 3, 1, 32), (6, 5, 4, 2, 40), (6, 3, 1, 1, 48)]
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU())
+        cfg = [
+            (1, 3, 1, 1, 8),
+            (6, 3, 2, 2, 12),
+            (6, 5, 2, 2, 16),
+            (6, 3, 3, 2, 24),
+            (6, 5, 3, 1, 32),
+            (6, 5, 4, 2, 40),
+            (6, 3, 1, 1, 48),
+        ]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU()
+        )
         blocks = []
         cin = 8
         idx = 0
         for t, k, n, s, c in cfg:
             for i in range(n):
-                blocks.append(MBConv(cin, c, k, s if i == 0 else 1, t,
-                                     "conv" if idx % 2 == 0 else "linear"))
+                blocks.append(
+                    MBConv(
+                        cin,
+                        c,
+                        k,
+                        s if i == 0 else 1,
+                        t,
+                        "conv" if idx % 2 == 0 else "linear",
+                    )
+                )
                 cin = c
                 idx += 1
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Conv2d(cin, 64, 1, bias=False), nn.BatchNorm2d(64), nn.SiLU())
+        self.head = nn.Sequential(
+            nn.Conv2d(cin, 64, 1, bias=False), nn.BatchNorm2d(64), nn.SiLU()
+        )
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x):
@@ -482,9 +522,36 @@ class VGG(nn.Module):
     F.relu(x, True) (two positional args: arity mismatch), F.relu(input=x) (no args).
     """
 
-    CFG = [16, 16, "M", 32, 32, "M", 64, 64, 64, "M", 64, 64, 64, "M", 64, 64, 64, "M"]
-    RELUS = ["module_inplace", "functional", "method", "module", "torch", "functional_inplace_kw",
-             "functional_inplace_pos", "functional_kwonly"]
+    CFG: ClassVar[list[int | str]] = [
+        16,
+        16,
+        "M",
+        32,
+        32,
+        "M",
+        64,
+        64,
+        64,
+        "M",
+        64,
+        64,
+        64,
+        "M",
+        64,
+        64,
+        64,
+        "M",
+    ]
+    RELUS: ClassVar[list[str]] = [
+        "module_inplace",
+        "functional",
+        "method",
+        "module",
+        "torch",
+        "functional_inplace_kw",
+        "functional_inplace_pos",
+        "functional_kwonly",
+    ]
 
     def __init__(self, batch_norm: bool, num_classes=10):
         super().__init__()
@@ -512,8 +579,12 @@ class VGG(nn.Module):
         self.batch_norm = batch_norm
         self.pool = nn.MaxPool2d(2)
         self.classifier = nn.Sequential(
-            nn.Linear(64, 32), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(32, 32), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(64, 32),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(32, 32),
+            nn.ReLU(True),
+            nn.Dropout(),
             nn.Linear(32, num_classes),
         )
 
@@ -587,7 +658,9 @@ class Transition(nn.Sequential):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, growth=4, block_config=(6, 12, 24, 16), init=8, bn_size=2, num_classes=10):
+    def __init__(
+        self, growth=4, block_config=(6, 12, 24, 16), init=8, bn_size=2, num_classes=10
+    ):
         super().__init__()
         self.features = nn.Sequential()
         self.features.add_module("conv0", nn.Conv2d(3, init, 3, 1, 1, bias=False))
@@ -595,7 +668,9 @@ class DenseNet(nn.Module):
         self.features.add_module("relu0", nn.ReLU(inplace=True))
         c = init
         for i, n in enumerate(block_config):
-            self.features.add_module(f"denseblock{i + 1}", DenseBlock(n, c, growth, bn_size))
+            self.features.add_module(
+                f"denseblock{i + 1}", DenseBlock(n, c, growth, bn_size)
+            )
             c = c + n * growth
             if i != len(block_config) - 1:
                 self.features.add_module(f"transition{i + 1}", Transition(c, c // 2))
@@ -635,8 +710,11 @@ class Block3d(nn.Module):
 class Video3d(nn.Module):
     def __init__(self, num_classes=5):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv3d(3, 8, (3, 5, 5), (1, 2, 2), (1, 2, 2), bias=False),
-                                  nn.BatchNorm3d(8), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv3d(3, 8, (3, 5, 5), (1, 2, 2), (1, 2, 2), bias=False),
+            nn.BatchNorm3d(8),
+            nn.ReLU(inplace=True),
+        )
         self.blocks = nn.Sequential(*[Block3d(8) for _ in range(4)])
         self.down = nn.Conv3d(8, 16, 3, 2, 1)
         self.down_relu = nn.ReLU()
@@ -683,13 +761,26 @@ class MLP(nn.Module):
 class Audio1d(nn.Module):
     def __init__(self):
         super().__init__()
-        self.front = nn.Sequential(nn.Conv1d(1, 8, 9, 2, 4), nn.BatchNorm1d(8), nn.ReLU())
+        self.front = nn.Sequential(
+            nn.Conv1d(1, 8, 9, 2, 4), nn.BatchNorm1d(8), nn.ReLU()
+        )
         self.body = nn.ModuleList()
         for i in range(6):
-            self.body.append(nn.ModuleDict({
-                "conv": nn.Conv1d(8, 8, 5, padding=2 * (i % 3 + 1), dilation=i % 3 + 1, bias=i % 2 == 0),
-                "bn": nn.BatchNorm1d(8),
-            }))
+            self.body.append(
+                nn.ModuleDict(
+                    {
+                        "conv": nn.Conv1d(
+                            8,
+                            8,
+                            5,
+                            padding=2 * (i % 3 + 1),
+                            dilation=i % 3 + 1,
+                            bias=i % 2 == 0,
+                        ),
+                        "bn": nn.BatchNorm1d(8),
+                    }
+                )
+            )
         self.pw = nn.Conv1d(8, 16, 1)
         self.pw_relu = nn.ReLU(inplace=True)
         self.out = nn.Conv1d(16, 4, 1)
@@ -841,7 +932,9 @@ class MultiUser(nn.Module):
     def forward(self, x):
         c1 = self.conv1(x)  # used twice: conv1-bn1 must not fuse
         y = self.bn1(c1) + c1
-        b2 = self.bn2(self.conv2(y))  # bn used twice: relu(bn(conv)) can't fuse, conv-bn can
+        b2 = self.bn2(
+            self.conv2(y)
+        )  # bn used twice: relu(bn(conv)) can't fuse, conv-bn can
         y = self.relu(b2) * b2
         z = self.shared_bn(self.conv3(y)) + self.shared_bn(self.conv4(y))
         c5 = self.conv5(z)
@@ -995,12 +1088,16 @@ class DeepChain(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList()
         for i in range(depth):
-            self.layers.append(nn.ModuleDict({
-                "conv": nn.Conv2d(4, 4, 3, padding=1, bias=i % 3 == 0),
-                "bn": nn.BatchNorm2d(4),
-                "conv_b": nn.Conv2d(4, 4, 1),
-                "bn_b": nn.BatchNorm2d(4),
-            }))
+            self.layers.append(
+                nn.ModuleDict(
+                    {
+                        "conv": nn.Conv2d(4, 4, 3, padding=1, bias=i % 3 == 0),
+                        "bn": nn.BatchNorm2d(4),
+                        "conv_b": nn.Conv2d(4, 4, 1),
+                        "bn_b": nn.BatchNorm2d(4),
+                    }
+                )
+            )
         self.relu = nn.ReLU()
 
     def forward(self, x):
@@ -1023,73 +1120,230 @@ def _mobilenet():
 # The corpus
 # --------------------------------------------------------------------------------------
 
-ALL_BACKENDS = ("native", "fbgemm", "qnnpack", "x86", "onednn", "tensorrt", "executorch")
+ALL_BACKENDS = (
+    "native",
+    "fbgemm",
+    "qnnpack",
+    "x86",
+    "onednn",
+    "tensorrt",
+    "executorch",
+)
 
 MODELS: list[CorpusModel] = [
-    CorpusModel("tiny_conv_bn_relu", _seeded(TinyConvBnReLU, seed=10), _inputs((2, 3, 6, 6)),
-                ALL_BACKENDS, "one conv-bn-relu"),
-    CorpusModel("tiny_conv_bn_frelu_f64", _tiny_double, _inputs((2, 3, 6, 6), dtype=torch.float64),
-                ("native", "onednn", "tensorrt"), "bias-free conv, F.relu(inplace=True), float64"),
-    CorpusModel("tiny_linear_relu", _seeded(TinyLinearReLU, seed=11), _inputs((3, 8)),
-                ("native", "fbgemm", "executorch"), "linear + ReLU(inplace)"),
-    CorpusModel("tiny_two_outputs", _seeded(TinyConvReLUGraphOutput, seed=12), _inputs((2, 3, 5, 5)),
-                ("native", "qnnpack"), "fused nodes feeding the graph output tuple"),
-    CorpusModel("resnet18", _resnet18, _inputs((2, 3, 32, 32)),
-                ALL_BACKENDS, "BasicBlock, shared self.relu, out += identity, frozen stem"),
-    CorpusModel("resnet34", _resnet34, _inputs((2, 3, 32, 32)),
-                ("native", "onednn"), "deeper BasicBlock net"),
-    CorpusModel("resnet50", _resnet50, _inputs((2, 3, 32, 32)),
-                ALL_BACKENDS, "Bottleneck, shared relu x3, +/torch.add/reversed add"),
-    CorpusModel("resnet152", _resnet152, _inputs((2, 3, 32, 32)),
-                ("native", "onednn"), "50 Bottlenecks"),
-    CorpusModel("mobilenet_v2", _mobilenet, _inputs((2, 3, 32, 32)),
-                ("native", "fbgemm", "qnnpack", "x86", "executorch"), "depthwise, ReLU6 not fused"),
-    CorpusModel("efficientnet", _seeded(EfficientNet, seed=5), _inputs((2, 3, 32, 32)),
-                ("native", "x86", "onednn", "tensorrt"), "SiLU, SE with conv/linear + relu"),
-    CorpusModel("vgg16", _seeded(VGG, False, seed=6), _inputs((2, 3, 32, 32)),
-                ("native", "qnnpack", "executorch"), "conv-relu in many spellings"),
-    CorpusModel("vgg16_bn", _seeded(VGG, True, seed=7), _inputs((2, 3, 32, 32)),
-                ("native", "fbgemm", "onednn", "tensorrt", "executorch"), "conv-bn-relu, many spellings"),
-    CorpusModel("densenet121", _seeded(DenseNet, seed=8), _inputs((2, 3, 16, 16)),
-                ("native", "tensorrt"), "bn-relu-conv with torch.cat"),
-    CorpusModel("video3d", _seeded(Video3d, seed=9), _inputs((2, 3, 4, 16, 16)),
-                ("native", "fbgemm", "onednn", "tensorrt", "executorch"), "Conv3d/BN3d/ReLU, BN3d+ReLU"),
-    CorpusModel("mlp", _seeded(MLP, seed=13), _inputs((4, 16)),
-                ("native", "fbgemm", "qnnpack", "onednn", "tensorrt", "executorch"), "linear-bn1d(-relu)"),
-    CorpusModel("audio1d", _seeded(Audio1d, seed=14), _inputs((2, 1, 64)),
-                ("native", "x86", "tensorrt", "executorch"), "Conv1d/BN1d/ReLU, dilations"),
-    CorpusModel("decoder_transpose", _seeded(DecoderTranspose, seed=15),
-                _inputs((2, 4, 5), (2, 4, 4, 4), (2, 2, 2, 3, 3)),
-                ("native", "qnnpack", "onednn", "tensorrt"), "ConvTranspose1d/2d/3d + BN"),
-    CorpusModel("bn_relu", _seeded(BNReLUOnly, seed=16), _inputs((2, 3, 4, 4), (2, 2, 3, 3, 3)),
-                ("native", "fbgemm", "tensorrt"), "BatchNorm2d/3d + ReLU"),
-    CorpusModel("parametrized_fusable", _seeded(ParametrizedFusable, seed=17), _inputs((2, 3, 6, 6)),
-                ("native", "onednn"), "register_parametrization on conv/linear weights"),
-    CorpusModel("parametrized_conv_bn", _seeded(ParametrizedConvBn, seed=18), _inputs((2, 3, 6, 6)),
-                ("native",), "reference raises when fusing a parametrized conv with bn"),
-    CorpusModel("subclass_no_fuse", _seeded(SubclassNoFuse, seed=19), _inputs((2, 3, 6, 6)),
-                ("native", "onednn"), "Conv2d / ReLU subclasses must not match"),
-    CorpusModel("multi_user", _seeded(MultiUser, seed=20), _inputs((2, 3, 6, 6)),
-                ("native", "onednn", "tensorrt"), "several users break chains; shared bn"),
+    CorpusModel(
+        "tiny_conv_bn_relu",
+        _seeded(TinyConvBnReLU, seed=10),
+        _inputs((2, 3, 6, 6)),
+        ALL_BACKENDS,
+        "one conv-bn-relu",
+    ),
+    CorpusModel(
+        "tiny_conv_bn_frelu_f64",
+        _tiny_double,
+        _inputs((2, 3, 6, 6), dtype=torch.float64),
+        ("native", "onednn", "tensorrt"),
+        "bias-free conv, F.relu(inplace=True), float64",
+    ),
+    CorpusModel(
+        "tiny_linear_relu",
+        _seeded(TinyLinearReLU, seed=11),
+        _inputs((3, 8)),
+        ("native", "fbgemm", "executorch"),
+        "linear + ReLU(inplace)",
+    ),
+    CorpusModel(
+        "tiny_two_outputs",
+        _seeded(TinyConvReLUGraphOutput, seed=12),
+        _inputs((2, 3, 5, 5)),
+        ("native", "qnnpack"),
+        "fused nodes feeding the graph output tuple",
+    ),
+    CorpusModel(
+        "resnet18",
+        _resnet18,
+        _inputs((2, 3, 32, 32)),
+        ALL_BACKENDS,
+        "BasicBlock, shared self.relu, out += identity, frozen stem",
+    ),
+    CorpusModel(
+        "resnet34",
+        _resnet34,
+        _inputs((2, 3, 32, 32)),
+        ("native", "onednn"),
+        "deeper BasicBlock net",
+    ),
+    CorpusModel(
+        "resnet50",
+        _resnet50,
+        _inputs((2, 3, 32, 32)),
+        ALL_BACKENDS,
+        "Bottleneck, shared relu x3, +/torch.add/reversed add",
+    ),
+    CorpusModel(
+        "resnet152",
+        _resnet152,
+        _inputs((2, 3, 32, 32)),
+        ("native", "onednn"),
+        "50 Bottlenecks",
+    ),
+    CorpusModel(
+        "mobilenet_v2",
+        _mobilenet,
+        _inputs((2, 3, 32, 32)),
+        ("native", "fbgemm", "qnnpack", "x86", "executorch"),
+        "depthwise, ReLU6 not fused",
+    ),
+    CorpusModel(
+        "efficientnet",
+        _seeded(EfficientNet, seed=5),
+        _inputs((2, 3, 32, 32)),
+        ("native", "x86", "onednn", "tensorrt"),
+        "SiLU, SE with conv/linear + relu",
+    ),
+    CorpusModel(
+        "vgg16",
+        _seeded(VGG, False, seed=6),
+        _inputs((2, 3, 32, 32)),
+        ("native", "qnnpack", "executorch"),
+        "conv-relu in many spellings",
+    ),
+    CorpusModel(
+        "vgg16_bn",
+        _seeded(VGG, True, seed=7),
+        _inputs((2, 3, 32, 32)),
+        ("native", "fbgemm", "onednn", "tensorrt", "executorch"),
+        "conv-bn-relu, many spellings",
+    ),
+    CorpusModel(
+        "densenet121",
+        _seeded(DenseNet, seed=8),
+        _inputs((2, 3, 16, 16)),
+        ("native", "tensorrt"),
+        "bn-relu-conv with torch.cat",
+    ),
+    CorpusModel(
+        "video3d",
+        _seeded(Video3d, seed=9),
+        _inputs((2, 3, 4, 16, 16)),
+        ("native", "fbgemm", "onednn", "tensorrt", "executorch"),
+        "Conv3d/BN3d/ReLU, BN3d+ReLU",
+    ),
+    CorpusModel(
+        "mlp",
+        _seeded(MLP, seed=13),
+        _inputs((4, 16)),
+        ("native", "fbgemm", "qnnpack", "onednn", "tensorrt", "executorch"),
+        "linear-bn1d(-relu)",
+    ),
+    CorpusModel(
+        "audio1d",
+        _seeded(Audio1d, seed=14),
+        _inputs((2, 1, 64)),
+        ("native", "x86", "tensorrt", "executorch"),
+        "Conv1d/BN1d/ReLU, dilations",
+    ),
+    CorpusModel(
+        "decoder_transpose",
+        _seeded(DecoderTranspose, seed=15),
+        _inputs((2, 4, 5), (2, 4, 4, 4), (2, 2, 2, 3, 3)),
+        ("native", "qnnpack", "onednn", "tensorrt"),
+        "ConvTranspose1d/2d/3d + BN",
+    ),
+    CorpusModel(
+        "bn_relu",
+        _seeded(BNReLUOnly, seed=16),
+        _inputs((2, 3, 4, 4), (2, 2, 3, 3, 3)),
+        ("native", "fbgemm", "tensorrt"),
+        "BatchNorm2d/3d + ReLU",
+    ),
+    CorpusModel(
+        "parametrized_fusable",
+        _seeded(ParametrizedFusable, seed=17),
+        _inputs((2, 3, 6, 6)),
+        ("native", "onednn"),
+        "register_parametrization on conv/linear weights",
+    ),
+    CorpusModel(
+        "parametrized_conv_bn",
+        _seeded(ParametrizedConvBn, seed=18),
+        _inputs((2, 3, 6, 6)),
+        ("native",),
+        "reference raises when fusing a parametrized conv with bn",
+    ),
+    CorpusModel(
+        "subclass_no_fuse",
+        _seeded(SubclassNoFuse, seed=19),
+        _inputs((2, 3, 6, 6)),
+        ("native", "onednn"),
+        "Conv2d / ReLU subclasses must not match",
+    ),
+    CorpusModel(
+        "multi_user",
+        _seeded(MultiUser, seed=20),
+        _inputs((2, 3, 6, 6)),
+        ("native", "onednn", "tensorrt"),
+        "several users break chains; shared bn",
+    ),
     # get_attr_of_fused and add_scalar with onednn hit reference defects (it changes
     # the model's result / crashes): pyfuse is checked for correctness on them in
     # test_defects.py instead of for identity here.
-    CorpusModel("onednn_residual", _seeded(OnednnResidual, seed=22), _inputs((2, 3, 6, 6)),
-                ("native", "onednn", "x86"), "conv(-bn)-add(-relu), both operand orders"),
-    CorpusModel("onednn_linear_act", _seeded(OnednnLinearAct, seed=23), _inputs((4, 8)),
-                ("native", "onednn", "fbgemm"), "linear + LeakyReLU/Tanh modules"),
-    CorpusModel("onednn_linear_bn_leaky", _seeded(OnednnLinearBnLeaky, seed=25), _inputs((4, 8)),
-                ("native", "onednn", "tensorrt"), "linear-bn1d-leaky_relu"),
-    CorpusModel("onednn_linear_functional_act", _seeded(OnednnLinearFunctionalAct, seed=26), _inputs((4, 8)),
-                ("native", "onednn"), "F.leaky_relu / torch.tanh after linear (onednn fuser raises)"),
-    CorpusModel("add_scalar", _seeded(AddScalar, seed=27), _inputs((2, 3, 4, 4)),
-                ("native",), "conv-bn + float literal"),
-    CorpusModel("add_kwarg", _seeded(AddKwarg, seed=28), _inputs((2, 3, 4, 4)),
-                ("native", "onednn"), "torch.add(conv, other=y): arity mismatch"),
-    CorpusModel("cross_parent", _seeded(CrossParent, seed=29), _inputs((2, 3, 4, 4)),
-                ("native", "tensorrt", "executorch"), "conv/bn/relu in different parent modules"),
-    CorpusModel("deep_chain", _seeded(DeepChain, seed=24), _inputs((2, 4, 4, 4)),
-                ("native", "onednn"), "~1,100 nodes"),
+    CorpusModel(
+        "onednn_residual",
+        _seeded(OnednnResidual, seed=22),
+        _inputs((2, 3, 6, 6)),
+        ("native", "onednn", "x86"),
+        "conv(-bn)-add(-relu), both operand orders",
+    ),
+    CorpusModel(
+        "onednn_linear_act",
+        _seeded(OnednnLinearAct, seed=23),
+        _inputs((4, 8)),
+        ("native", "onednn", "fbgemm"),
+        "linear + LeakyReLU/Tanh modules",
+    ),
+    CorpusModel(
+        "onednn_linear_bn_leaky",
+        _seeded(OnednnLinearBnLeaky, seed=25),
+        _inputs((4, 8)),
+        ("native", "onednn", "tensorrt"),
+        "linear-bn1d-leaky_relu",
+    ),
+    CorpusModel(
+        "onednn_linear_functional_act",
+        _seeded(OnednnLinearFunctionalAct, seed=26),
+        _inputs((4, 8)),
+        ("native", "onednn"),
+        "F.leaky_relu / torch.tanh after linear (onednn fuser raises)",
+    ),
+    CorpusModel(
+        "add_scalar",
+        _seeded(AddScalar, seed=27),
+        _inputs((2, 3, 4, 4)),
+        ("native",),
+        "conv-bn + float literal",
+    ),
+    CorpusModel(
+        "add_kwarg",
+        _seeded(AddKwarg, seed=28),
+        _inputs((2, 3, 4, 4)),
+        ("native", "onednn"),
+        "torch.add(conv, other=y): arity mismatch",
+    ),
+    CorpusModel(
+        "cross_parent",
+        _seeded(CrossParent, seed=29),
+        _inputs((2, 3, 4, 4)),
+        ("native", "tensorrt", "executorch"),
+        "conv/bn/relu in different parent modules",
+    ),
+    CorpusModel(
+        "deep_chain",
+        _seeded(DeepChain, seed=24),
+        _inputs((2, 4, 4, 4)),
+        ("native", "onednn"),
+        "~1,100 nodes",
+    ),
 ]
 
 MODELS_BY_NAME: dict[str, CorpusModel] = {m.name: m for m in MODELS}

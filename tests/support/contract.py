@@ -4,12 +4,21 @@
 ``torch.ao.quantization.fx.fuse.fuse`` and one with ``pyfuse.fuse``;
 ``assert_same_fusion`` checks that the two resulting GraphModules are indistinguishable:
 same generated code, same module tree, same state (bit for bit), same flags, same outputs.
+
+The reference is pinned: torch's own ``fuse`` and ``fuse_fx`` function objects are
+captured when this module is imported (before any test runs), so a
+``pyfuse.patch_torch()`` left in place cannot turn the oracle into pyfuse against
+itself; :func:`reference_fuse_fx`, whose torch code looks ``fuse`` up at call time,
+fails if torch is patched.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx
@@ -24,15 +33,44 @@ class BothRaised(Exception):
     the same exception type (which is the contract for inputs the reference rejects)."""
 
     def __init__(self, ref_exc: BaseException, exc: BaseException):
-        super().__init__(f"both raised {type(ref_exc).__name__}: reference: {ref_exc!r}; impl: {exc!r}")
+        super().__init__(
+            f"both raised {type(ref_exc).__name__}: reference: {ref_exc!r}; impl: {exc!r}"
+        )
         self.ref_exc = ref_exc
         self.exc = exc
 
 
-def reference_fuse(model, is_qat, fuse_custom_config=None, backend_config=None):
-    from torch.ao.quantization.fx.fuse import fuse
+def _torch_own(module_name: str, attr: str) -> Callable:
+    """torch's function `attr` of `module_name`, checked to be torch's own."""
+    fn = getattr(importlib.import_module(module_name), attr)
+    if not getattr(fn, "__module__", "").startswith("torch."):
+        raise RuntimeError(
+            f"{module_name}.{attr} is {fn!r}, not torch's own (pyfuse.patch_torch() "
+            "ran before the tests' reference was pinned)"
+        )
+    return fn
 
-    return fuse(model, is_qat, fuse_custom_config, backend_config)
+
+#: torch's own fusion pass and fuse_fx, pinned at import
+REFERENCE_FUSE = _torch_own("torch.ao.quantization.fx.fuse", "fuse")
+REFERENCE_FUSE_FX = _torch_own("torch.ao.quantization.quantize_fx", "fuse_fx")
+#: the module whose global ``fuse`` torch's fuse_fx calls (a site patch_torch sets)
+_FUSE_FX_SITE = "torch.ao.quantization.quantize_fx"
+
+
+def reference_fuse(model, is_qat, fuse_custom_config=None, backend_config=None):
+    """torch's own fusion pass (pinned)."""
+    return REFERENCE_FUSE(model, is_qat, fuse_custom_config, backend_config)
+
+
+def reference_fuse_fx(model, *args, **kwargs):
+    """torch's own fuse_fx (pinned); refuses to run while torch is patched."""
+    if sys.modules[_FUSE_FX_SITE].fuse is not REFERENCE_FUSE:
+        raise AssertionError(
+            f"{_FUSE_FX_SITE}.fuse is not torch's own (a pyfuse.patch_torch() left "
+            "in place): the reference fuse_fx would run pyfuse"
+        )
+    return REFERENCE_FUSE_FX(model, *args, **kwargs)
 
 
 def pyfuse_fuse(model, is_qat, fuse_custom_config=None, backend_config=None):
@@ -47,7 +85,7 @@ def _fresh(x):
 
 def run_both(
     model_factory: Callable[[], torch.nn.Module],
-    example_inputs: tuple | None = None,
+    example_inputs: tuple | None = None,  # noqa: ARG001 (callers pass it; unused)
     is_qat: bool = False,
     backend_config: Any = None,
     *,
@@ -66,17 +104,23 @@ def run_both(
     impl = impl or pyfuse_fuse
     reference = reference or reference_fuse
     with single_thread():
-        return _run_both(model_factory, is_qat, backend_config, fuse_custom_config, impl, reference)
+        return _run_both(
+            model_factory, is_qat, backend_config, fuse_custom_config, impl, reference
+        )
 
 
-def _run_both(model_factory, is_qat, backend_config, fuse_custom_config, impl, reference):
+def _run_both(
+    model_factory, is_qat, backend_config, fuse_custom_config, impl, reference
+):
     ref_model = torch.fx.symbolic_trace(model_factory())
     model = torch.fx.symbolic_trace(model_factory())
     assert ref_model is not model
 
     ref_exc = None
     try:
-        ref_out = reference(ref_model, is_qat, _fresh(fuse_custom_config), _fresh(backend_config))
+        ref_out = reference(
+            ref_model, is_qat, _fresh(fuse_custom_config), _fresh(backend_config)
+        )
     except Exception as e:  # noqa: BLE001 - any exception type is part of the contract
         ref_exc = e
 
@@ -86,7 +130,7 @@ def _run_both(model_factory, is_qat, backend_config, fuse_custom_config, impl, r
 
     try:
         impl(model, is_qat, _fresh(fuse_custom_config), _fresh(backend_config))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if type(e) is not type(ref_exc):
             raise AssertionError(
                 f"reference raised {type(ref_exc).__name__}({ref_exc}) but the implementation raised "
@@ -138,7 +182,9 @@ def _run(gm: torch.nn.Module, example_inputs: tuple):
     Returns ``("ok", output, module_after)`` or ``("raised", exception, module_after)``.
     """
     if any(m.training for m in gm.modules()):
-        gm = copy.deepcopy(gm)  # eval-mode forwards leave modules untouched: no copy needed
+        gm = copy.deepcopy(
+            gm
+        )  # eval-mode forwards leave modules untouched: no copy needed
     inputs = copy.deepcopy(example_inputs)
     torch.manual_seed(FORWARD_SEED)
     try:
@@ -149,40 +195,64 @@ def _run(gm: torch.nn.Module, example_inputs: tuple):
 
 
 def _assert_tensors_identical(what: str, a, b):
-    assert isinstance(b, torch.Tensor) == isinstance(a, torch.Tensor), f"{what}: tensor vs non-tensor"
+    assert isinstance(b, torch.Tensor) == isinstance(a, torch.Tensor), (
+        f"{what}: tensor vs non-tensor"
+    )
     if not isinstance(a, torch.Tensor):
         assert a == b, f"{what}: {a!r} != {b!r}"
         return
     assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
     assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    assert torch.equal(a, b), f"{what}: values differ (max abs diff {(a.double() - b.double()).abs().max().item()})"
+    assert torch.equal(a, b), (
+        f"{what}: values differ (max abs diff {(a.double() - b.double()).abs().max().item()})"
+    )
 
 
-def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule, example_inputs: tuple):
+def assert_same_fusion(
+    ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule, example_inputs: tuple
+):
     """Assert ``out`` (pyfuse) is indistinguishable from ``ref_out`` (reference).
 
     The forward pass runs each module as given (train or eval), on deep copies of the
     modules and of the inputs, under the same fixed seed.
     """
     # 0. a GraphModule
-    assert isinstance(out, torch.fx.GraphModule), f"expected a GraphModule, got {type(out)}"
-    assert type(out).__name__ == type(ref_out).__name__, (type(out).__name__, type(ref_out).__name__)
+    assert isinstance(out, torch.fx.GraphModule), (
+        f"expected a GraphModule, got {type(out)}"
+    )
+    assert type(out).__name__ == type(ref_out).__name__, (
+        type(out).__name__,
+        type(ref_out).__name__,
+    )
 
     # 0b. root attributes (names only: e.g. preserved attributes, no stray extras) and meta keys
     ref_attrs = sorted(k for k in vars(ref_out) if not k.startswith("__"))
     attrs = sorted(k for k in vars(out) if not k.startswith("__"))
     assert attrs == ref_attrs, _diff_msg("root instance attributes", ref_attrs, attrs)
-    assert sorted(out.meta.keys()) == sorted(ref_out.meta.keys()), (ref_out.meta.keys(), out.meta.keys())
+    assert sorted(out.meta.keys()) == sorted(ref_out.meta.keys()), (
+        ref_out.meta.keys(),
+        out.meta.keys(),
+    )
 
     # 1. generated code
     assert out.code == ref_out.code, (
-        "generated code differs\n--- reference ---\n" + ref_out.code + "\n--- pyfuse ---\n" + out.code
+        "generated code differs\n--- reference ---\n"
+        + ref_out.code
+        + "\n--- pyfuse ---\n"
+        + out.code
     )
 
     # 1b. node names, ops, targets, args and the set of meta keys
     def nodes(gm):
         return [
-            (n.name, n.op, str(n.target), str(n.args), str(n.kwargs), sorted(n.meta.keys()))
+            (
+                n.name,
+                n.op,
+                str(n.target),
+                str(n.args),
+                str(n.kwargs),
+                sorted(n.meta.keys()),
+            )
             for n in gm.graph.nodes
         ]
 
@@ -193,7 +263,9 @@ def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule,
     assert mods == ref_mods, _diff_msg("named_modules", ref_mods, mods)
     ref_all = [n for n, _ in ref_out.named_modules(remove_duplicate=False)]
     all_ = [n for n, _ in out.named_modules(remove_duplicate=False)]
-    assert all_ == ref_all, _diff_msg("named_modules(remove_duplicate=False)", ref_all, all_)
+    assert all_ == ref_all, _diff_msg(
+        "named_modules(remove_duplicate=False)", ref_all, all_
+    )
 
     # 2b. module hyper-parameters (kernel sizes, eps, momentum, inplace, ...)
     ref_rep = [(n, m.extra_repr()) for n, m in ref_out.named_modules()]
@@ -207,7 +279,9 @@ def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule,
 
     # 4. state_dict: keys (in order), dtypes and values
     ref_sd, sd = ref_out.state_dict(), out.state_dict()
-    assert list(sd.keys()) == list(ref_sd.keys()), _diff_msg("state_dict keys", list(ref_sd), list(sd))
+    assert list(sd.keys()) == list(ref_sd.keys()), _diff_msg(
+        "state_dict keys", list(ref_sd), list(sd)
+    )
     for k in ref_sd:
         _assert_tensors_identical(f"state_dict[{k!r}]", ref_sd[k], sd[k])
 
@@ -225,16 +299,20 @@ def assert_same_fusion(ref_out: torch.fx.GraphModule, out: torch.fx.GraphModule,
     if ref_status == "raised":
         # the reference's module can be broken (e.g. get_attr of a fused module's weight in QAT);
         # a drop-in fails the same way
-        assert status == "raised" and type(y) is type(ref_y), (
+        why = (
             f"reference forward raised {type(ref_y).__name__}({ref_y}); pyfuse forward gave "
             + (f"{type(y).__name__}({y})" if status == "raised" else "a result")
         )
+        assert status == "raised", why
+        assert type(y) is type(ref_y), why
         return
-    assert status == "ok", f"pyfuse forward raised {type(y).__name__}({y}); the reference's did not"
+    assert status == "ok", (
+        f"pyfuse forward raised {type(y).__name__}({y}); the reference's did not"
+    )
     ref_leaves, ref_spec = tree_flatten(ref_y)
     leaves, spec = tree_flatten(y)
     assert spec == ref_spec, f"output structure differs: {ref_spec} vs {spec}"
-    for i, (a, b) in enumerate(zip(ref_leaves, leaves)):
+    for i, (a, b) in enumerate(zip(ref_leaves, leaves, strict=True)):
         _assert_tensors_identical(f"output leaf {i}", a, b)
 
     # 7. side effects of the forward (BN running stats in train mode)
@@ -251,9 +329,40 @@ def _diff_msg(what, ref, got):
     return (
         f"{what} differ (reference {len(ref)} entries, pyfuse {len(got)})\n"
         f"  only in reference: {only_ref}\n  only in pyfuse: {only_got}"
-        + ("\n  (same entries, different order)" if not only_ref and not only_got else "")
+        + (
+            "\n  (same entries, different order)"
+            if not only_ref and not only_got
+            else ""
+        )
     )
 
 
 def node_count(gm: torch.fx.GraphModule) -> int:
     return len(gm.graph.nodes)
+
+
+def sorted_fusion_handlers(backend_config: Any) -> dict[Any, Any]:
+    """The reference's priority-ordered {pattern: fuse handler class} dict (its
+    keys, in order, are the pattern list ``pyfuse.engine.matching.find_matches``
+    takes)."""
+    from torch.ao.quantization.fx.fuse_handler import (
+        _get_fusion_pattern_to_fuse_handler_cls,
+    )
+    from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
+
+    return _sorted_patterns_dict(
+        _get_fusion_pattern_to_fuse_handler_cls(backend_config)
+    )
+
+
+def same_matches(ref: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Whether ``find_matches``'s result agrees with the reference's
+    ``_find_matches``: same node names, and for each the same start node, pattern
+    and node pattern."""
+    if ref.keys() != mine.keys():
+        return False
+    for k, r in ref.items():
+        m = mine[k]
+        if r[0] is not m[0] or r[1] != m[1] or r[2] != m[2]:
+            return False
+    return True

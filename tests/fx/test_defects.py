@@ -20,23 +20,26 @@
 from __future__ import annotations
 
 import copy
-import os
 import re
-import sys
 
 import pytest
 import torch
 import torch.fx
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # --import-mode=importlib
+import pyfuse
+from tests.support.contract import (
+    BothRaised,
+    assert_same_fusion,
+    node_count,
+    reference_fuse,
+    run_both,
+    single_thread,
+)
+from tests.support.corpus import AddScalar, GetAttrOfFused
 
-from contract import BothRaised, assert_same_fusion, node_count, run_both, single_thread  # noqa: E402
-
-import pyfuse  # noqa: E402
-
-from torch.ao.quantization.fx.fuse import fuse as reference_fuse  # noqa: E402
+pytestmark = pytest.mark.quick  # (part of the quick suite: ./dev pyvers)
 
 SEED = 7
 
@@ -167,13 +170,46 @@ class SharedLinearReLU(nn.Module):
 # (model class, input shape, module path called at several sites, number of sites,
 #  node names of the unsafe match, path of a fusion that must still happen)
 BROKEN = {
-    "shared_conv_bn": (SharedConvBn, (2, 3, 5, 5), "conv", 2, {"conv", "bn"}, "other_bn"),
-    "shared_conv_relu": (SharedConvReLU, (2, 3, 5, 5), "conv", 2, {"conv_1", "relu"}, "other_bn"),
-    "shared_conv_frelu": (SharedConvFReLU, (2, 3, 5, 5), "conv", 2, {"conv", "relu"}, "other_bn"),
-    "shared_conv_bn_relu_vs_bn2": (SharedConvBnReLUvsBn2, (2, 3, 5, 5), "conv", 2,
-                                   {"conv", "bn", "relu"}, "other_bn"),
-    "shared_nested_three_sites": (SharedNestedThreeSites, (2, 3, 5, 5), "block.conv", 3,
-                                  {"block_conv_1", "bn"}, "other_bn"),
+    "shared_conv_bn": (
+        SharedConvBn,
+        (2, 3, 5, 5),
+        "conv",
+        2,
+        {"conv", "bn"},
+        "other_bn",
+    ),
+    "shared_conv_relu": (
+        SharedConvReLU,
+        (2, 3, 5, 5),
+        "conv",
+        2,
+        {"conv_1", "relu"},
+        "other_bn",
+    ),
+    "shared_conv_frelu": (
+        SharedConvFReLU,
+        (2, 3, 5, 5),
+        "conv",
+        2,
+        {"conv", "relu"},
+        "other_bn",
+    ),
+    "shared_conv_bn_relu_vs_bn2": (
+        SharedConvBnReLUvsBn2,
+        (2, 3, 5, 5),
+        "conv",
+        2,
+        {"conv", "bn", "relu"},
+        "other_bn",
+    ),
+    "shared_nested_three_sites": (
+        SharedNestedThreeSites,
+        (2, 3, 5, 5),
+        "block.conv",
+        3,
+        {"block_conv_1", "bn"},
+        "other_bn",
+    ),
     "shared_linear_relu": (SharedLinearReLU, (4, 6), "fc", 2, {"fc", "relu"}, None),
 }
 
@@ -201,7 +237,9 @@ def test_module_called_at_several_sites(case, mode):
     # the defect: the reference changes what the model computes
     ref_out = reference_fuse(torch.fx.symbolic_trace(make()), is_qat)
     ref_y = _forward(ref_out, inputs)
-    assert not torch.allclose(ref_y, expected, atol=1e-3), "reference defect no longer reproduces"
+    assert not torch.allclose(ref_y, expected, atol=1e-3), (
+        "reference defect no longer reproduces"
+    )
 
     gm, report = pyfuse.fuse(traced, is_qat, return_report=True)
     assert isinstance(gm, torch.fx.GraphModule)
@@ -216,7 +254,9 @@ def test_module_called_at_several_sites(case, mode):
     out_nodes = {n.name: (n.op, n.target) for n in gm.graph.nodes}
     for name, (op, target) in input_nodes.items():
         if op == "call_module" and target == path:
-            assert out_nodes.get(name) == (op, target), f"call {name} of the shared module was rewritten"
+            assert out_nodes.get(name) == (op, target), (
+                f"call {name} of the shared module was rewritten"
+            )
     assert _call_sites(gm, path) == n_sites
     shared = gm.get_submodule(path)
     orig_shared = original.get_submodule(path)
@@ -311,7 +351,9 @@ def test_module_called_at_several_sites_fused_the_same_way(case, mode):
     assert torch.allclose(_forward(out, inputs), expected, rtol=1e-5, atol=1e-5)
 
     _, report = pyfuse.fuse(torch.fx.symbolic_trace(make()), is_qat, return_report=True)
-    assert not [s for s in report.skipped if path in s.reason], [s.reason for s in report.skipped]
+    assert not [s for s in report.skipped if path in s.reason], [
+        s.reason for s in report.skipped
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -322,7 +364,9 @@ def test_module_called_at_several_sites_fused_the_same_way(case, mode):
 class ConvTBn(nn.Module):
     def __init__(self, dim, cin, cout, groups, **kw):
         super().__init__()
-        convt = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[dim]
+        convt = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[
+            dim
+        ]
         bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dim]
         self.up = convt(cin, cout, 3, groups=groups, **kw)
         self.bn = bn(cout)
@@ -333,8 +377,22 @@ class ConvTBn(nn.Module):
 
 CONVT = {
     "convt2d_g2": (2, 4, 4, 2, {}, (2, 4, 5, 5)),
-    "convt2d_g2_wider": (2, 4, 6, 2, {"stride": 2, "padding": 1, "output_padding": 1}, (2, 4, 5, 5)),
-    "convt2d_g4_nobias_dilated": (2, 8, 4, 4, {"bias": False, "dilation": 2}, (2, 8, 4, 4)),
+    "convt2d_g2_wider": (
+        2,
+        4,
+        6,
+        2,
+        {"stride": 2, "padding": 1, "output_padding": 1},
+        (2, 4, 5, 5),
+    ),
+    "convt2d_g4_nobias_dilated": (
+        2,
+        8,
+        4,
+        4,
+        {"bias": False, "dilation": 2},
+        (2, 8, 4, 4),
+    ),
     "convt1d_g2": (1, 4, 6, 2, {"stride": 2}, (2, 4, 7)),
     "convt1d_depthwise": (1, 6, 6, 6, {"padding": 1}, (2, 6, 7)),
     "convt3d_g2": (3, 4, 4, 2, {"padding": 1}, (2, 4, 3, 4, 4)),
@@ -483,35 +541,34 @@ def _seeded_eval(cls):
 
 
 def test_get_attr_of_fused_module_is_not_fused():
-    from corpus import GetAttrOfFused
-
-    from torch.ao.quantization.fx.fuse import fuse as reference_fuse
-
     model = _seeded_eval(GetAttrOfFused)
     x = torch.randn(2, 3, 6, 6)
     want = model(x)
     ref = reference_fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False)
     # the reference folds BN into the conv whose weight the model also reads
     assert not torch.allclose(ref(x)[1], want[1])
-    out, report = pyfuse.fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False, return_report=True)
+    out, report = pyfuse.fuse(
+        torch.fx.symbolic_trace(copy.deepcopy(model)), False, return_report=True
+    )
     got = out(x)
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(got[1], want[1])
     assert [s.nodes for s in report.skipped] == [("bn", "conv")]
     assert "get_attr" in report.skipped[0].reason
 
 
 def test_onednn_add_of_a_literal_fuses_correctly():
-    from corpus import AddScalar
-
     from torch.ao.quantization.backend_config import get_onednn_backend_config
-    from torch.ao.quantization.fx.fuse import fuse as reference_fuse
 
     model = _seeded_eval(AddScalar)
     x = torch.randn(2, 3, 4, 4)
     want = model(x)
     with pytest.raises(AttributeError):  # 'float' object has no attribute 'name'
-        reference_fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False,
-                       backend_config=get_onednn_backend_config())
+        reference_fuse(
+            torch.fx.symbolic_trace(copy.deepcopy(model)),
+            False,
+            backend_config=get_onednn_backend_config(),
+        )
     gm = torch.fx.symbolic_trace(copy.deepcopy(model))
     n_before = len(gm.graph.nodes)
     out = pyfuse.fuse(gm, False, backend_config=get_onednn_backend_config())
@@ -538,7 +595,7 @@ def test_empty_sub_record_raises_the_reference_error():
     def config():
         pattern = BackendPatternConfig()
         pattern._set_pattern_complex_format((torch.add, nn.Conv2d, (nn.Conv2d,)))
-        pattern.set_fuser_method(lambda is_qat, *mods: nn.Identity())
+        pattern.set_fuser_method(lambda _is_qat, *_mods: nn.Identity())
         pattern._set_root_node_getter(lambda node_pattern: node_pattern[1])
         return BackendConfig("empty_sub").set_backend_pattern_config(pattern)
 
@@ -575,8 +632,10 @@ def _unclaimed_root_config():
     from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig
     from torch.ao.quantization.utils import MatchAllNode
 
-    pattern = BackendPatternConfig()._set_pattern_complex_format((nn.Conv2d, MatchAllNode))
-    pattern.set_fuser_method(lambda is_qat, conv, relu: nn.Sequential(relu, conv))
+    pattern = BackendPatternConfig()._set_pattern_complex_format(
+        (nn.Conv2d, MatchAllNode)
+    )
+    pattern.set_fuser_method(lambda _is_qat, conv, relu: nn.Sequential(relu, conv))
     return BackendConfig("unclaimed_root").set_backend_pattern_config(pattern)
 
 
@@ -589,7 +648,10 @@ def test_unclaimed_root_fuses_exactly_like_the_reference():
     x = (torch.randn(1, 2, 3, 3),)
     ref, out = run_both(make, x, backend_config=_unclaimed_root_config())
     assert_same_fusion(ref, out, x)
-    assert [n.target for n in out.graph.nodes if n.op == "call_module"] == ["relu", "relu"]
+    assert [n.target for n in out.graph.nodes if n.op == "call_module"] == [
+        "relu",
+        "relu",
+    ]
 
 
 def test_unclaimed_root_read_elsewhere_is_not_fused():
@@ -597,14 +659,19 @@ def test_unclaimed_root_read_elsewhere_is_not_fused():
     model = ReluConvPlusRelu(reuse=True).eval()
     x = torch.randn(1, 2, 3, 3)
     want = model(x)
-    ref = reference_fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False,
-                         backend_config=_unclaimed_root_config())
+    ref = reference_fuse(
+        torch.fx.symbolic_trace(copy.deepcopy(model)),
+        False,
+        backend_config=_unclaimed_root_config(),
+    )
     # the kept relu node now calls Sequential(relu, conv): `z + y` adds conv twice
     assert not torch.allclose(ref(x), want)
     gm = torch.fx.symbolic_trace(copy.deepcopy(model))
     code = gm.code
-    out, report = pyfuse.fuse(gm, False, backend_config=_unclaimed_root_config(),
-                              return_report=True)
-    assert torch.equal(out(x), want) and out.code == code
+    out, report = pyfuse.fuse(
+        gm, False, backend_config=_unclaimed_root_config(), return_report=True
+    )
+    assert torch.equal(out(x), want)
+    assert out.code == code
     assert [s.nodes for s in report.skipped] == [("conv",)]
     assert "does not claim" in report.skipped[0].reason

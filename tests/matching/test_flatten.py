@@ -1,0 +1,66 @@
+"""Flattening an FX graph into the core's arrays (pyfuse.engine.flatten)."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+import torch.fx
+from torch import nn
+
+from pyfuse import _core
+from pyfuse.engine.flatten import flatten
+from pyfuse.engine.patterns import compile_patterns
+
+
+class ConvAddRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv(x) + 1).relu()
+
+
+def test_flat_arrays_follow_the_graph():
+    gm = torch.fx.symbolic_trace(ConvAddRelu())
+    compiled = compile_patterns([(nn.ReLU, nn.Conv2d), (operator.add, nn.Conv2d, 1)])
+    flat = flatten(gm.graph, gm, compiled)
+    assert [n.name for n in flat.nodes] == ["x", "conv", "add", "relu", "output"]
+    assert flat.modules[1] is gm.conv
+    assert [m is None for m in flat.modules] == [True, False, True, True, True]
+    g = flat.graph
+    assert g.users == [1, 1, 1, 1, 0]
+    assert g.arg_off == [0, 0, 1, 3, 4, 5]
+    # add(conv, 1): the node, then the literal 1 (the sub-pattern it equals)
+    conv_arg, one = g.arg[1:3]
+    assert conv_arg == 1
+    assert one < 0
+    assert _core.literal_code(one) >= 0
+    assert g.label[0] == 0  # a placeholder names no pattern
+
+
+def test_missing_module_gets_its_own_label():
+    gm = torch.fx.symbolic_trace(ConvAddRelu())
+    del gm._modules["conv"]
+    compiled = compile_patterns([(nn.ReLU, nn.Conv2d)])
+    flat = flatten(gm.graph, gm, compiled)
+    assert flat.graph.label[1] == _core.MISSING_MODULE
+    assert flat.modules[1] is None
+
+
+def test_bad_interning_table_entry_names_the_node():
+    """The tables come from pyfuse; a non-integer entry is a clear error, not a
+    silently wrong label."""
+    gm = torch.fx.symbolic_trace(ConvAddRelu())
+    interner = _core.Interner({}, {"relu": "one"}, {}, {}, lambda _m: 0, torch.fx.Node)
+    with pytest.raises(
+        ValueError, match=r"node relu: the method label for it is 'one'"
+    ):
+        interner.flatten(gm.graph.nodes, gm)
+    interner = _core.Interner({}, {}, {}, {1: 2**40}, lambda _m: 0, torch.fx.Node)
+    with pytest.raises(
+        ValueError, match=r"node add: the literal id for it is 1099511627776"
+    ):
+        interner.flatten(gm.graph.nodes, gm)
