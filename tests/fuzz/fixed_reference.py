@@ -1,9 +1,9 @@
 """torch's fusion pass with the defects README's "Differences" table documents fixed
 ("the fixed reference"): what the fuzzers' oracles judge pyfuse against.
 
-torch's ``fuse`` and ``_find_matches`` are pinned at import (a patch applied later,
-e.g. a ``pyfuse.patch_torch()`` left in place, cannot reach them; the import fails if
-one is already in place). :func:`walk` is a copy of torch's ``_find_matches`` with
+torch's ``fuse`` (``tests.support.contract.REFERENCE_FUSE``) and ``_find_matches``
+are pinned at import (a patch applied later, e.g. a ``pyfuse.patch_torch()`` left in
+place, cannot reach them; the import fails if one is already in place). :func:`walk` is a copy of torch's ``_find_matches`` with
 only these changes:
 
 - ``exclude``: a (last node, pattern) pair listed there is not tried at that node, the
@@ -44,13 +44,10 @@ with warnings.catch_warnings():
 
 # (the package attribute `fuse` is the function; the module is reached by name)
 torch_fuse_module = importlib.import_module("torch.ao.quantization.fx.fuse")
-
-# torch's own functions, captured at import (before any test can patch torch)
-REFERENCE_FUSE = torch_fuse_module.fuse  #: torch's fuse
-REFERENCE_FIND_MATCHES = torch_fuse_module._find_matches  #: torch's walk
-for _f in (REFERENCE_FUSE, REFERENCE_FIND_MATCHES):
-    if _f.__module__ != "torch.ao.quantization.fx.fuse":
-        raise RuntimeError(f"the reference is patched at import: {_f!r}")
+#: torch's walk, pinned at import as the contract pins torch's ``fuse``
+REFERENCE_FIND_MATCHES = torch_fuse_module._find_matches
+if REFERENCE_FIND_MATCHES.__module__ != "torch.ao.quantization.fx.fuse":
+    raise RuntimeError(f"torch's walk is patched at import: {REFERENCE_FIND_MATCHES!r}")
 _TORCH_CONV_BN_EVAL = torch_fusion.fuse_conv_bn_eval
 _TORCH_LINEAR_BN_WEIGHTS = torch_fusion.fuse_linear_bn_weights
 

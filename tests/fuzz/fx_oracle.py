@@ -45,14 +45,13 @@ from torch.utils._pytree import tree_flatten
 
 from tests.fuzz.fixed_reference import (
     REFERENCE_FIND_MATCHES,
-    REFERENCE_FUSE,
     Fixes,
     fixed_reference,
     is_literal_crash,
     walk,
 )
 from tests.fuzz.fx_models import trace
-from tests.support.contract import assert_same_fusion, single_thread
+from tests.support.contract import REFERENCE_FUSE, assert_same_fusion, single_thread
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -69,14 +68,14 @@ with warnings.catch_warnings():
     from torch.ao.quantization.utils import MatchAllNode
 
 import pyfuse
-from pyfuse._fuse import _ErasedInput, _NotAModule
-from pyfuse._match import find_matches as pyfuse_find_matches
+from pyfuse.engine.matching import find_matches as pyfuse_find_matches
+from pyfuse.errors import ErasedInput, NotAModule
 
 #: pyfuse exceptions accepted where the right outcome is the exact type on the left
 #: (both documented in RELIABILITY.md: a FusionError that is also the reference's type)
 DOCUMENTED_SUBCLASSES: dict[type, tuple[type, ...]] = {
-    KeyError: (_ErasedInput,),  # the fused node would read a node a fusion removes
-    TypeError: (_NotAModule,),  # a fuser method returned something not a Module
+    KeyError: (ErasedInput,),  # the fused node would read a node a fusion removes
+    TypeError: (NotAModule,),  # a fuser method returned something not a Module
 }
 
 # outcome counts of this process's examples (a long run writes them to a JSON file)

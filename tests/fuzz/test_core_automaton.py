@@ -40,8 +40,10 @@ with warnings.catch_warnings():
 DEFAULT_EXAMPLES = 200
 REPO = Path(__file__).resolve().parents[2]
 
-_H_MATCH_ALL, _H_LABEL, _H_NEVER, _H_GETATTR = 0, 1, 2, 3  # automaton.hpp `Head`
-_K_MISSING_MODULE = -1
+# automaton.hpp's head kinds and missing-module label, as the bindings export them
+_H_MATCH_ALL, _H_LABEL = _core.HEAD_MATCH_ALL, _core.HEAD_LABEL
+_H_NEVER, _H_GETATTR = _core.HEAD_NEVER, _core.HEAD_GETATTR
+_K_MISSING_MODULE = _core.MISSING_MODULE
 
 
 class _DocEncoder:
@@ -119,7 +121,7 @@ class _DocEncoder:
             sid = self.sub_ids.get(a)
         except TypeError:  # unhashable: equals no pattern
             sid = None
-        return -1 if sid is None else -(sid + 2)
+        return _core.literal_arg(-1 if sid is None else sid)
 
     def graph(self, gm):
         modules = dict(gm.named_modules())
@@ -274,7 +276,7 @@ def core_inputs(draw):
             if i and _int(draw, 0, 2):
                 arg.append(_int(draw, 0, i - 1))
             else:
-                arg.append(-(_int(draw, -1, n_sub - 1) + 2))  # literal code (or -1)
+                arg.append(_core.literal_arg(_int(draw, -1, n_sub - 1)))
         arg_off.append(len(arg))
     graph = {"label": g_label, "users": users, "arg_off": arg_off, "arg": arg}
     exclude = []

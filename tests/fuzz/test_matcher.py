@@ -28,9 +28,10 @@ import pytest
 from hypothesis import event, given, note
 from hypothesis import strategies as st
 
-from pyfuse._match import Match, match_graph
-from pyfuse._match import find_matches as pyfuse_find_matches
-from pyfuse._patterns import compile_patterns
+from pyfuse.engine.flatten import flatten
+from pyfuse.engine.matching import Match, match_graph
+from pyfuse.engine.matching import find_matches as pyfuse_find_matches
+from pyfuse.engine.patterns import compile_patterns
 from tests.fuzz.budget import fuzz_settings, write_stats
 from tests.fuzz.fixed_reference import REFERENCE_FIND_MATCHES, is_literal_crash, walk
 from tests.fuzz.graphs import diff_results, fmt_result, same, scenarios, sort_patterns
@@ -156,7 +157,7 @@ def test_plain_match_records_equal_the_walk(sc):
     the walk's record (which property 1 compares with the reference)."""
     compiled = compile_patterns(list(sort_patterns(sc.patterns)))
     try:
-        matches = match_graph(compiled, compiled.flatten(sc.gm.graph, sc.gm))
+        matches = match_graph(compiled, flatten(sc.gm.graph, sc.gm, compiled))
     except KeyError:
         # a module reachable only by an alias path: find_matches resolves it (property
         # 1); match_graph on a flattening by de-duplicated paths reports it

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
-import pyfuse._fuse as pipeline
-import pyfuse._match as matching
+from pyfuse.engine import matching
+from pyfuse.fx import pipeline
 from tests.fuzz.fx_models import cases
 from tests.fuzz.fx_oracle import check_case
 from tests.fuzz.graphs import scenarios
@@ -57,7 +57,7 @@ def _fuse_fuzzer_fails(match: str) -> str:
 def test_mutant_raising_instead_of_skipping_fails_the_fuse_fuzzer(monkeypatch):
     """A pass that raises IndexError wherever pyfuse would leave an unsafe match
     unfused (a shared module, an attribute read, an unclaimed root read elsewhere)."""
-    conflicts = pipeline._conflicts
+    conflicts = pipeline.conflicts
 
     def raising(*args, **kwargs):
         bad = conflicts(*args, **kwargs)
@@ -65,7 +65,7 @@ def test_mutant_raising_instead_of_skipping_fails_the_fuse_fuzzer(monkeypatch):
             raise IndexError("mutant: raises where pyfuse skips")
         return bad
 
-    monkeypatch.setattr(pipeline, "_conflicts", raising)
+    monkeypatch.setattr(pipeline, "conflicts", raising)
     _fuse_fuzzer_fails(r"the fixed reference returned .*pyfuse raised IndexError")
 
 
@@ -73,7 +73,7 @@ def test_mutant_skipping_every_fusion_fails_the_fuse_fuzzer(monkeypatch):
     """A pass that leaves every match unfused, each with a reason in the report."""
     monkeypatch.setattr(
         pipeline,
-        "_conflicts",
+        "conflicts",
         lambda fusions, *_: [(f, "mutant: skips everything") for f in fusions],
     )
     _fuse_fuzzer_fails(r"skipped matches: expected|raised .*; pyfuse returned")
@@ -88,12 +88,12 @@ def test_mutant_finding_no_match_fails_the_fuse_fuzzer(monkeypatch):
 def test_mutant_fusing_a_shared_module_fails_the_fuse_fuzzer(monkeypatch):
     """A pass that fuses a module called at several sites anyway (keeps every other
     safety check)."""
-    conflicts = pipeline._conflicts
+    conflicts = pipeline.conflicts
 
     def sharing(*args, **kwargs):
         return [(f, r) for f, r in conflicts(*args, **kwargs) if "sites" not in r]
 
-    monkeypatch.setattr(pipeline, "_conflicts", sharing)
+    monkeypatch.setattr(pipeline, "conflicts", sharing)
     _fuse_fuzzer_fails(r"skipped matches: expected")
 
 

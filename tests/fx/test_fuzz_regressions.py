@@ -11,7 +11,7 @@ from torch import nn
 from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig
 from torch.ao.quantization.utils import MatchAllNode
 
-from pyfuse._fuse import _ErasedInput, _NotAModule
+from pyfuse.errors import ErasedInput, NotAModule
 from tests.fuzz.fx_models import trace
 from tests.fuzz.fx_oracle import equivalent, forward_eval
 from tests.fuzz.test_fused_output import X4, case_from
@@ -159,7 +159,7 @@ def test_regression_root_getter_uses_erased_node():
         )
     # the documented subclass: a FusionError that is the reference's KeyError
     assert type(ref.value) is KeyError
-    assert type(got.value) is _ErasedInput
+    assert type(got.value) is ErasedInput
 
 
 class _SharedBnFusedAway(nn.Module):
@@ -205,7 +205,7 @@ def test_regression_fuser_returns_non_module():
         pyfuse_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
     # the documented subclass: a FusionError that is the reference's TypeError
     assert type(ref.value) is TypeError
-    assert type(got.value) is _NotAModule
+    assert type(got.value) is NotAModule
 
 
 class _ReluConvTwice(nn.Module):

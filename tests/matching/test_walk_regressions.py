@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx import Graph, GraphModule
 
-from pyfuse._match import find_matches
+from pyfuse.engine.matching import find_matches
 from tests.fuzz.fixed_reference import REFERENCE_FIND_MATCHES
 from tests.fuzz.graphs import (
     NATIVE_PATTERNS,
