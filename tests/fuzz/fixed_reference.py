@@ -35,6 +35,8 @@ from torch import nn
 from torch.fx import Node
 from torch.nn.utils import parametrize
 
+from tests.support.contract import REFERENCE_FUSE
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from torch.ao.quantization.fuser_method_mappings import get_fuser_method_new
@@ -266,3 +268,10 @@ def is_literal_crash(exc):
     if not isinstance(exc, AttributeError) or "has no attribute 'name'" not in str(exc):
         return False
     return any(f.name == "apply_match" for f in traceback.extract_tb(exc.__traceback__))
+
+
+def run_fixed(gm, is_qat, backend_config, exclude=frozenset(), fixes=None):
+    """The fixed reference on ``gm``: torch's pinned ``fuse`` inside
+    :func:`fixed_reference`."""
+    with fixed_reference(exclude, fixes if fixes is not None else Fixes()):
+        return REFERENCE_FUSE(gm, is_qat, None, backend_config)

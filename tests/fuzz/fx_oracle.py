@@ -46,8 +46,8 @@ from torch.utils._pytree import tree_flatten
 from tests.fuzz.fixed_reference import (
     REFERENCE_FIND_MATCHES,
     Fixes,
-    fixed_reference,
     is_literal_crash,
+    run_fixed,
     walk,
 )
 from tests.fuzz.fx_models import trace
@@ -280,8 +280,10 @@ def expected_outcome(case) -> Expected:
     fresh = trace(case.make())
     exclude = {(_by_name(fresh, last.name), p) for last, p in exclude}
     try:
-        with single_thread(), fixed_reference(frozenset(exclude), fixes):
-            exp.gm = REFERENCE_FUSE(fresh, case.is_qat, None, case.backend_factory())
+        with single_thread():
+            exp.gm = run_fixed(
+                fresh, case.is_qat, case.backend_factory(), frozenset(exclude), fixes
+            )
     except Exception as e:  # noqa: BLE001 - the right outcome is this exception type
         exp.exc = e
     exp.fixes = fixes.used
