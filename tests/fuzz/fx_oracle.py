@@ -78,9 +78,6 @@ DOCUMENTED_SUBCLASSES: dict[type, tuple[type, ...]] = {
     TypeError: (NotAModule,),  # a fuser method returned something not a Module
 }
 
-# outcome counts of this process's examples (a long run writes them to a JSON file)
-STATS: collections.Counter = collections.Counter()
-
 
 def _note(msg):
     """hypothesis.note, also usable outside a hypothesis test (the hand-made cases)."""
@@ -320,7 +317,6 @@ def check_matches(gm, backend_config):
     except Exception as e:
         if not is_literal_crash(e):
             raise AssertionError(f"torch's walk raised {e!r}, not on a literal") from e
-        STATS["torch's walk crashed on a literal"] += 1
         return
     got = pyfuse_find_matches(gm, gm.graph, list(handlers))
     mine = walk(gm, gm.graph, handlers)

@@ -4,14 +4,13 @@
 right outcome (fused identically; matches left out with a named reason, the rest
 identical; or the exact exception type) and nothing else.
 
-CI runs 150 examples; ``PYFUSE_PBT_EXAMPLES`` sets a long run's budget (RELIABILITY.md).
+CI runs 150 examples; the long run is ``test_fused_output_long`` (marked ``long``; see
+:mod:`tests.fuzz.budget` and RELIABILITY.md).
 The hand-made cases below check that the oracle tells each documented reference defect
 apart, and what it expects there.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
@@ -19,34 +18,46 @@ import torch.nn.functional as F
 from hypothesis import event, given
 from torch import nn
 
-from tests.fuzz.budget import fuzz_settings, write_stats
+from tests.fuzz.budget import RunStats, fuzz_settings, long_settings
 from tests.fuzz.fx_models import BACKENDS, Case, _init_module, cases, trace
-from tests.fuzz.fx_oracle import STATS, check_case
+from tests.fuzz.fx_oracle import check_case
 
 DEFAULT_EXAMPLES = 150
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _write_stats():
-    start = time.time()
-    yield
-    write_stats(STATS, start, final=True)
-
-
-_START = time.time()
+def _property(case):
+    label = check_case(case)
+    event(label)
+    return label
 
 
 @fuzz_settings(DEFAULT_EXAMPLES)
 @given(cases())
 def test_fused_output_matches_reference(case):
-    label = check_case(case)
-    STATS["examples"] += 1
-    STATS[label] += 1
-    STATS[f"backend {case.backend}"] += 1
-    STATS[f"mode {case.mode}"] += 1
-    if STATS["examples"] % 250 == 0:  # progress of a long run
-        write_stats(STATS, _START, final=False)
-    event(label)
+    _property(case)
+
+
+@pytest.fixture(scope="module")
+def run_stats(request):
+    stats = RunStats(
+        "tests/fuzz/test_fused_output.py::test_fused_output_long",
+        request.config.getoption("hypothesis_seed"),
+    )
+    yield stats
+    stats.write(final=True)
+
+
+@pytest.mark.long
+def test_fused_output_long(run_stats):
+    """The long run (RELIABILITY.md): ``PYFUSE_PBT_EXAMPLES`` cases."""
+
+    @long_settings()
+    @given(cases())
+    def run(case):
+        label = _property(case)
+        run_stats.add("examples", label, f"backend {case.backend}", f"mode {case.mode}")
+
+    run()
 
 
 # --------------------------------------------------------------------------------------

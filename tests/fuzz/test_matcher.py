@@ -15,14 +15,11 @@ Properties:
    the result exactly as it changes torch's;
 4. a plain match's record, built from the pattern's compiled shape, equals the walk's.
 
-CI runs 200 examples per property; ``PYFUSE_PBT_EXAMPLES`` sets a long run's budget
-(RELIABILITY.md).
+CI runs 200 examples per property; the long run of property 1 is
+``test_matches_equal_reference_long`` (marked ``long``; RELIABILITY.md).
 """
 
 from __future__ import annotations
-
-import collections
-import time
 
 import pytest
 from hypothesis import event, given, note
@@ -32,19 +29,13 @@ from pyfuse.engine.flatten import flatten
 from pyfuse.engine.matching import Match, match_graph
 from pyfuse.engine.matching import find_matches as pyfuse_find_matches
 from pyfuse.engine.patterns import compile_patterns
-from tests.fuzz.budget import fuzz_settings, write_stats
+from tests.fuzz.budget import RunStats, fuzz_settings, long_settings
 from tests.fuzz.fixed_reference import REFERENCE_FIND_MATCHES, is_literal_crash, walk
 from tests.fuzz.graphs import diff_results, fmt_result, same, scenarios, sort_patterns
 
 DEFAULT_EXAMPLES = 200
-STATS: collections.Counter = collections.Counter()
-_START = time.time()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _write_stats():
-    yield
-    write_stats(STATS, _START, final=True)
+#: the current example's outcome (the long run counts them)
+OUTCOME: list[str] = []
 
 
 def expected_matches(gm, sorted_dict):
@@ -79,7 +70,7 @@ def check_against_reference(sc, patterns):
         assert type(got_exc.value) is type(want_exc), (
             f"{which} ({want_exc!r}); pyfuse raised {got_exc.value!r}"
         )
-        STATS[which] += 1
+        OUTCOME.append(which)
         event(which)
         return None
     try:
@@ -93,7 +84,7 @@ def check_against_reference(sc, patterns):
         note("pyfuse = " + (fmt_result(got) if isinstance(got, dict) else repr(got)))
     assert not diffs, "\n".join(diffs)
     label = f"{which}: " + ("matches: >=1" if want else "matches: 0")
-    STATS[label] += 1
+    OUTCOME.append(label)
     event(label)
     return want
 
@@ -102,9 +93,31 @@ def check_against_reference(sc, patterns):
 @given(scenarios())
 def test_matches_equal_reference(sc):
     check_against_reference(sc, sc.patterns)
-    STATS["examples"] += 1
-    if STATS["examples"] % 1000 == 0:  # progress of a long run
-        write_stats(STATS, _START, final=False)
+
+
+@pytest.fixture(scope="module")
+def run_stats(request):
+    stats = RunStats(
+        "tests/fuzz/test_matcher.py::test_matches_equal_reference_long",
+        request.config.getoption("hypothesis_seed"),
+        every=1000,
+    )
+    yield stats
+    stats.write(final=True)
+
+
+@pytest.mark.long
+def test_matches_equal_reference_long(run_stats):
+    """The long run of property 1 (RELIABILITY.md): ``PYFUSE_PBT_EXAMPLES`` cases."""
+
+    @long_settings()
+    @given(scenarios())
+    def run(sc):
+        OUTCOME.clear()
+        check_against_reference(sc, sc.patterns)
+        run_stats.add("examples", *OUTCOME)
+
+    run()
 
 
 def _graph_fingerprint(graph):
