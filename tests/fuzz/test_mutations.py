@@ -11,15 +11,18 @@ the failure is the one the mutant causes. The same run without a mutant passes
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.fx
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from pyfuse.engine import matching
-from pyfuse.fx import pipeline
+from pyfuse.fx import fusers, pipeline
 from tests.fuzz.fx_models import cases
 from tests.fuzz.fx_oracle import check_case
 from tests.fuzz.graphs import scenarios
 from tests.fuzz.test_fused_output import DEFAULT_EXAMPLES as FUSE_EXAMPLES
+from tests.fuzz.test_fused_output import ORACLE_CASES, case_from
 from tests.fuzz.test_matcher import DEFAULT_EXAMPLES as MATCHER_EXAMPLES
 from tests.fuzz.test_matcher import check_against_reference
 
@@ -110,6 +113,51 @@ def test_mutant_raising_a_parent_type_fails_the_fuse_fuzzer(monkeypatch):
 
     monkeypatch.setattr(pipeline, "_call_one", widened)
     _fuse_fuzzer_fails(r"pyfuse raised Exception\(mutant")
+
+
+def test_mutant_failing_on_a_literal_like_torch_fails_the_oracle(monkeypatch):
+    """A pass that fails where torch's does on a pattern position reaching a literal
+    (README "Differences": pyfuse fuses), with torch's own exception type. Random
+    models rarely reach a literal in a fusion that can succeed: the oracle's
+    hand-made case."""
+    call_one = pipeline._call_one
+
+    def like_torch(f, *args, **kwargs):
+        if any(not isinstance(n, torch.fx.Node) for n in _leaves(f.match.node_pattern)):
+            raise AttributeError("mutant: 'float' object has no attribute 'name'")
+        return call_one(f, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_call_one", like_torch)
+    factory, inputs, backend, _ = ORACLE_CASES["onednn_add_literal"]
+    with pytest.raises(AssertionError, match=r"returned .*pyfuse raised .*mutant"):
+        check_case(case_from(factory(), inputs, backend=backend))
+
+
+def _leaves(p):
+    if isinstance(p, (tuple, list)):
+        return [x for q in p for x in _leaves(q)]
+    return [p]
+
+
+@pytest.mark.parametrize(
+    ("case", "fold"),
+    [
+        ("grouped_convt_bn", "grouped_convtranspose_bn"),
+        ("linear_bn_no_affine", "linear_bn_no_affine"),
+    ],
+)
+def test_mutant_failing_on_a_fold_like_torch_fails_the_oracle(monkeypatch, case, fold):
+    """A pass that fails as torch does on a grouped ConvTranspose + BN or a Linear +
+    BN(affine=False) in eval (rare in random models: the oracle's hand-made cases)."""
+    ref_type = {"grouped_convt_bn": RuntimeError, "linear_bn_no_affine": TypeError}
+
+    def like_torch(*_args):
+        raise ref_type[case]("mutant: fails as torch does")
+
+    monkeypatch.setattr(fusers, fold, like_torch)
+    factory, inputs, backend, _ = ORACLE_CASES[case]
+    with pytest.raises(AssertionError, match=r"returned .*pyfuse raised .*mutant"):
+        check_case(case_from(factory(), inputs, backend=backend))
 
 
 # --------------------------------------------------------------------------------------
