@@ -220,6 +220,7 @@ class _Builder:
         self.paths: dict[str, nn.Module] = {}  # path -> module (aliases included)
         self.alias_of: dict[str, str] = {}
         self.in_shapes: dict[str, torch.Size] = {}  # path -> shape of its first input
+        self.chain_heads: list[str] = []  # paths of modules that start a chain
         self.linear_rank3_bn = False  # a Linear over a rank>2 input feeding a BN
         self.n = 0
 
@@ -390,7 +391,10 @@ class _Builder:
             for p in sorted(self.in_shapes)
             if isinstance(self.paths.get(p), _FUSION_ROOTS)
         ]
-        if fusable and self.chance(70):
+        heads = [p for p in self.chain_heads if p in self.in_shapes]
+        if heads and self.chance(70):
+            path = self.pick(heads)  # its first site likely fuses, this one may not
+        elif fusable and self.chance(50):
             path = self.pick(fusable)
         else:
             path = self.pick(sorted(self.paths))
@@ -455,6 +459,7 @@ class _Builder:
         first = self.call_new_module(m, v)
         if first is None:
             return None
+        self.chain_heads.append(first.target)
         last = (first, first.meta["pbt_val"])
         if self.chance(65):
             bn = self.make_bn(last[1])
@@ -621,12 +626,35 @@ class _Builder:
         )  # keep both used
         return last[0] if both is None else both
 
+    def shared_chain(self):
+        """A chain (conv / convT / linear, maybe BN, maybe relu) whose first module is
+        called again at a second site that may or may not fuse the same way: README
+        "Differences" row 1."""
+        v = self.value()
+        if v is None:
+            return None
+        first = self.chain()
+        if first is None or not self.chain_heads:
+            return first
+        path = self.chain_heads[-1]
+        w = self.value(lambda t: t.shape == self.in_shapes.get(path)) or v
+        node = self.add("call_module", path, (w[0],))
+        if node is None:
+            return first
+        if self.chance(40):
+            out = self.relu_variant((node, node.meta["pbt_val"]), allow_inplace=False)
+            node = out if out is not None else node
+        both = self.add("call_function", operator.add, (first, node))
+        return node if both is None else both
+
     def step(self):
         k = self.i(0, 199)
         if k < 4:
             return self.repeated_chains()
         if k < 6:
             return self.container()
+        if k < 16:
+            return self.shared_chain()
         k = self.i(0, 99)
         if k < 36:
             return self.chain()
