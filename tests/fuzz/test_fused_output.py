@@ -37,27 +37,24 @@ def test_fused_output_matches_reference(case):
     _property(case)
 
 
-@pytest.fixture(scope="module")
-def run_stats(request):
-    stats = RunStats(
-        "tests/fuzz/test_fused_output.py::test_fused_output_long",
-        request.config.getoption("hypothesis_seed"),
-    )
-    yield stats
-    stats.write(final=True)
+LONG_STATS = RunStats("tests/fuzz/test_fused_output.py::test_fused_output_long")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _long_stats(request):
+    LONG_STATS.meta["hypothesis_seed"] = request.config.getoption("hypothesis_seed")
+    yield
+    if LONG_STATS.counts:
+        LONG_STATS.write(final=True)
 
 
 @pytest.mark.long
-def test_fused_output_long(run_stats):
+@long_settings()
+@given(cases())
+def test_fused_output_long(case):
     """The long run (RELIABILITY.md): ``PYFUSE_PBT_EXAMPLES`` cases."""
-
-    @long_settings()
-    @given(cases())
-    def run(case):
-        label = _property(case)
-        run_stats.add("examples", label, f"backend {case.backend}", f"mode {case.mode}")
-
-    run()
+    label = _property(case)
+    LONG_STATS.add("examples", label, f"backend {case.backend}", f"mode {case.mode}")
 
 
 # --------------------------------------------------------------------------------------

@@ -95,29 +95,27 @@ def test_matches_equal_reference(sc):
     check_against_reference(sc, sc.patterns)
 
 
-@pytest.fixture(scope="module")
-def run_stats(request):
-    stats = RunStats(
-        "tests/fuzz/test_matcher.py::test_matches_equal_reference_long",
-        request.config.getoption("hypothesis_seed"),
-        every=1000,
-    )
-    yield stats
-    stats.write(final=True)
+LONG_STATS = RunStats(
+    "tests/fuzz/test_matcher.py::test_matches_equal_reference_long", every=1000
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _long_stats(request):
+    LONG_STATS.meta["hypothesis_seed"] = request.config.getoption("hypothesis_seed")
+    yield
+    if LONG_STATS.counts:
+        LONG_STATS.write(final=True)
 
 
 @pytest.mark.long
-def test_matches_equal_reference_long(run_stats):
+@long_settings()
+@given(scenarios())
+def test_matches_equal_reference_long(sc):
     """The long run of property 1 (RELIABILITY.md): ``PYFUSE_PBT_EXAMPLES`` cases."""
-
-    @long_settings()
-    @given(scenarios())
-    def run(sc):
-        OUTCOME.clear()
-        check_against_reference(sc, sc.patterns)
-        run_stats.add("examples", *OUTCOME)
-
-    run()
+    OUTCOME.clear()
+    check_against_reference(sc, sc.patterns)
+    LONG_STATS.add("examples", *OUTCOME)
 
 
 def _graph_fingerprint(graph):
