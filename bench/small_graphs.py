@@ -1,4 +1,4 @@
-"""T7: per-call cost on small real graphs (the test corpus's real architectures).
+"""Per-call cost on small real graphs (the test corpus's real architectures).
 
 Compilers call a fusion pass on many small graphs, so fixed per-call overhead
 matters. For each model: trace it once per run, fuse with the reference and with
@@ -78,7 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = run(args.repeats, args.qat)
     print(
-        f"T7 small graphs ({'QAT' if args.qat else 'eval'}), median of {args.repeats}, "
+        f"small graphs ({'QAT' if args.qat else 'eval'}), median of {args.repeats}, "
         f"torch {torch.__version__}, 1 torch thread"
     )
     print("| model | nodes | reference ms | pyfuse ms | speedup |")

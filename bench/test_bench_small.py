@@ -1,4 +1,4 @@
-"""T7 as a pytest-benchmark suite: reference vs pyfuse on the test corpus's real
+"""The small-graph table as a pytest-benchmark suite: reference vs pyfuse on the test corpus's real
 architectures (group ``small-<model>-<mode>``); ``python -m bench.small_graphs`` prints
 the summed table. Each run fuses a fresh trace (setup, untimed)."""
 

@@ -10,7 +10,7 @@ runs are timed, interleaved (the order rotates from one repeat to the next):
 each on its own freshly built input (fusion consumes its input; building is not
 timed).  After the eager run, ``out.recompile()`` is timed: the *codegen floor*,
 what generating the output's code alone costs.  Medians of the repeats are
-reported.  T1 times flatten + match alone: ``pyfuse.engine.matching.find_matches`` against
+reported.  Flatten + match is also timed alone: ``pyfuse.engine.matching.find_matches`` against
 the reference's ``_find_matches`` on the same (unmodified) input.
 
 Garbage collector: by default it is left as it is, and ``gc.collect()`` runs
@@ -181,7 +181,7 @@ def _run_workload(
         py_fuse = None
         row.errors.append(f"pyfuse.fuse unavailable: {e!r}")
 
-    # build once (timed separately), and use that input for T1 (matching only)
+    # build once (timed separately), and use that input for flatten + match alone
     t0 = time.perf_counter()
     gm = wl.fresh()
     row.build_s = time.perf_counter() - t0
@@ -278,7 +278,7 @@ def _run_workload(
 def _measure_match(
     row: Row, wl: W.Workload, gm: GraphModule, repeats: int, gc_off: bool
 ) -> None:
-    """T1: flatten + match, reference ``_find_matches`` vs pyfuse ``find_matches``
+    """Flatten + match alone, reference ``_find_matches`` vs pyfuse ``find_matches``
     on the same input (matching does not modify it)."""
     from torch.ao.quantization.fx.fuse import _find_matches
 
@@ -413,4 +413,5 @@ def _warn_memory(sets: dict[str, list[int]], log: Callable[[str], None]) -> None
 
 
 def log_to_stderr(msg: str) -> None:
+    """Progress output of the harness (the default `log`)."""
     print(msg, file=sys.stderr, flush=True)

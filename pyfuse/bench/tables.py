@@ -52,6 +52,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def median(xs: list[float]) -> float | None:
+    """Median of the samples, None for none."""
     return statistics.median(xs) if xs else None
 
 
@@ -96,7 +97,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def format_tables(rows: Sequence[Row]) -> str:
-    """The fusion table and the T1 (flatten + match) table, as Markdown."""
+    """The fusion table and the flatten + match table, as Markdown."""
     main_rows = []
     for r in rows:
         ref = _fmt_s(r.ref_s) if r.ref_s is not None else (r.ref_note or "-")
@@ -145,7 +146,7 @@ def format_tables(rows: Sequence[Row]) -> str:
     parts = [t1]
     if match_rows:
         parts.append(
-            "T1, flatten + match only:\n"
+            "flatten + match only:\n"
             + _table(
                 ["workload", "nodes", "_find_matches s", "find_matches s", "speedup"],
                 match_rows,

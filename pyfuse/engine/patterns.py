@@ -47,6 +47,7 @@ _MATCH_ALL, _LABEL, _NEVER, _GETATTR = (
 
 @functools.cache
 def match_all_node() -> type:
+    """torch's MatchAllNode (imported on first use)."""
     from torch.ao.quantization.utils import MatchAllNode
 
     return MatchAllNode

@@ -173,6 +173,8 @@ def unavailable_input(f: Fusion, removed: set[Node]) -> Node | None:
 
 
 def check_inputs(f: Fusion, removed: set[Node]) -> None:
+    """Raise ErasedInput (a KeyError, as the reference's) if the fused node would
+    read a node that is not there (:func:`unavailable_input`)."""
     a = unavailable_input(f, removed)
     if a is not None:
         last = f.match.last

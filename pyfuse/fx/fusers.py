@@ -278,6 +278,7 @@ _CONV_BN_RELU_QAT = {
 def fast_conv_bn(
     is_qat: bool, bn: Any, conv: Any, *, folds: Folds | None = None
 ) -> Any:
+    """torch's ``fuse_conv_bn``, folding in eval without a deep copy."""
     if conv.training != bn.training:
         return fuse_conv_bn(is_qat, conv, bn)  # type: ignore[no-untyped-call]
     return _conv_bn_eval(conv, bn, folds=folds)
@@ -286,6 +287,7 @@ def fast_conv_bn(
 def fast_conv_bn_relu(
     is_qat: bool, relu: Any, bn_conv: Any, *, folds: Folds | None = None
 ) -> Any:
+    """torch's ``fuse_conv_bn_relu``, folding in eval without a deep copy."""
     bn, conv = bn_conv
     cls = _CONV_RELU.get(type(conv))
     if cls is None or not (conv.training == bn.training == relu.training):

@@ -42,6 +42,7 @@ class Plan:
 
 
 def make_plan(backend_config: Any) -> Plan:
+    """The plan of a BackendConfig (uncached: see :func:`plan_for`)."""
     from torch.ao.quantization.backend_config.utils import (
         get_fuser_method_mapping,
         get_fusion_pattern_to_extra_inputs_getter,
@@ -64,6 +65,7 @@ def make_plan(backend_config: Any) -> Plan:
 
 @functools.cache
 def native_plan() -> Plan:
+    """The plan of torch's native backend config (the default), built once."""
     from torch.ao.quantization.backend_config import get_native_backend_config
 
     return make_plan(get_native_backend_config())
@@ -73,6 +75,7 @@ _plans: dict[Any, Plan] = {}
 
 
 def plan_for(backend_config: Any) -> Plan:
+    """The cached plan of `backend_config` (None: the native one)."""
     if backend_config is None:
         return native_plan()
     # Keyed by content, so an equal config built again reuses the plan.

@@ -163,6 +163,9 @@ def _fuser_for(plan: Plan, types: Any, is_qat: bool) -> Callable[..., Any]:
 def prepare(
     plan: Plan, match: Match, flat: Flat, modules: Modules, is_qat: bool
 ) -> Fusion:
+    """The fusion record of `match`: root node and module, extra inputs, the
+    matched modules and the fuser method for them. Raises what the reference
+    raises for the match (getter errors, no fuser method); mutates nothing."""
     pattern = match.pattern
     getter = plan.root_getters.get(pattern)
     if getter is None and match.plain:

@@ -113,3 +113,18 @@ def test_import_has_no_side_effects():
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_the_tests_reference_stays_torch_own_while_torch_is_patched():
+    """tests.support.contract pinned torch's functions when it was imported: a
+    patch_torch() left in place cannot make the oracle compare pyfuse with itself."""
+    from tests.support import contract
+
+    site = sys.modules["torch.ao.quantization.fx.fuse"]
+    with pyfuse.patched():
+        assert site.fuse is not contract.REFERENCE_FUSE  # torch now runs pyfuse
+        assert contract.REFERENCE_FUSE.__module__ == "torch.ao.quantization.fx.fuse"
+        # torch's fuse_fx looks `fuse` up when called: refused instead of run
+        with pytest.raises(AssertionError, match="not torch's own"):
+            contract.reference_fuse_fx(default_model())
+    assert site.fuse is contract.REFERENCE_FUSE
