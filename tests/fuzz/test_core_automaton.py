@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -23,10 +24,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from torch import nn
-from torch.fx import Node
+from torch.fx import Graph, GraphModule, Node
 
 from pyfuse import _core
 from tests.fuzz.budget import fuzz_settings
@@ -152,8 +155,9 @@ class _DocEncoder:
 
 
 def _right_claims(gm, sorted_dict):
-    """torch's walk, or the fixed walk where it crashes on a literal; None where a
-    module is reachable only by an alias path (the core must report it missing)."""
+    """torch's walk, or the fixed walk where it crashes on a literal; None where the
+    walk looks up a module reachable only by an alias path (the core must report it
+    missing)."""
     try:
         return REFERENCE_FIND_MATCHES(gm, gm.graph, sorted_dict), "torch's walk"
     except KeyError as e:
@@ -163,31 +167,43 @@ def _right_claims(gm, sorted_dict):
     except AttributeError as e:
         if not is_literal_crash(e):
             raise AssertionError(f"torch's walk: {e!r}, not on a literal") from e
+    try:  # past the literal, the walk may still meet a module missing from named_modules
         return walk(gm, gm.graph, sorted_dict), "fixed walk (literal)"
+    except KeyError as e:
+        if e.args[0] not in dict(gm.named_modules(remove_duplicate=False)):
+            raise AssertionError(f"fixed walk: {e!r}, not an alias path") from e
+        return None, "alias path"
 
 
 @fuzz_settings(DEFAULT_EXAMPLES)
 @given(scenarios())
 def test_core_automaton_equals_reference(sc):
-    sorted_dict = sort_patterns(sc.patterns)
+    note(repr(sc))
+    check_core(sc.gm, sc.patterns)
+
+
+def check_core(gm, patterns):
+    """The core's claims, roots and patterns are the right walk's."""
+    sorted_dict = sort_patterns(patterns)
     pats = list(sorted_dict)
     enc = _DocEncoder(pats)
-    nodes, flat = enc.graph(sc.gm)
+    nodes, flat = enc.graph(gm)
     res = enc.automaton().match(flat)
-    ref, which = _right_claims(sc.gm, sorted_dict)
-    event(which)
+    ref, which = _right_claims(gm, sorted_dict)
+    with contextlib.suppress(InvalidArgument):  # (outside hypothesis: no event)
+        event(which)
     if ref is None:
         # the core reports a missing module exactly where torch raises KeyError
         assert res.error, "a module missing from the flattening was not reported"
         assert res.missing_module, res.error
-        return
+        return None
     assert res.error == "", res.error
-    note(repr(sc))
-    note(f"{which} = " + fmt_result({k: v[:3] for k, v in ref.items()}))
-    note(
-        f"core: roots={res.roots} patterns={res.patterns} claimed={res.claimed} "
-        f"claimed_off={res.claimed_off} owner={res.owner}"
-    )
+    with contextlib.suppress(InvalidArgument):  # (outside hypothesis: no note)
+        note(f"{which} = " + fmt_result({k: v[:3] for k, v in ref.items()}))
+        note(
+            f"core: roots={res.roots} patterns={res.patterns} claimed={res.claimed} "
+            f"claimed_off={res.claimed_off} owner={res.owner}"
+        )
     # claim order == the walk's match_map insertion order
     assert [nodes[i].name for i in res.claimed] == list(ref)
     assert len(res.claimed_off) == len(res.roots) + 1 == len(res.patterns) + 1
@@ -198,6 +214,33 @@ def test_core_automaton_equals_reference(sc):
             assert ref[name][0] is nodes[r], name
             assert same(ref[name][1], pats[k]), name
     assert sum(o >= 0 for o in res.owner) == len(ref)
+    return which
+
+
+def _alias_past_a_literal():
+    """m1 is an alias of m0 (hidden by named_modules()); the output reads a tuple."""
+    root = nn.Module()
+    root.m0 = nn.Conv2d(1, 1, 1)
+    root.m1 = root.m0
+    g = Graph()
+    m0 = g.call_module("m0", (g.placeholder("x0"),))
+    m1 = g.call_module("m1", (m0,))
+    g.output((m1, m1))
+    return GraphModule(root, g)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "which"),
+    [
+        # torch crashes on the output's tuple first; past it, the walk looks m1 up
+        ([(nn.ReLU, nn.Conv1d), (MatchAllNode, MatchAllNode)], "alias path"),
+        # (MatchAllNode, MatchAllNode) claims m1 before any pattern looks it up
+        ([(MatchAllNode, MatchAllNode), (nn.ReLU, nn.Conv1d)], "fixed walk (literal)"),
+    ],
+)
+def test_core_on_an_alias_past_a_literal(patterns, which):
+    """Found by this fuzzer: torch's walk crashing on a literal hid a later alias."""
+    assert check_core(_alias_past_a_literal(), patterns) == which
 
 
 # ---- robustness (child process) ------------------------------------------------------
