@@ -1,5 +1,4 @@
-"""Property-based differential tests of the whole pass: ``pyfuse.fuse`` vs the reference
-``torch.ao.quantization.fx.fuse.fuse`` on random real models.
+"""Random real models and backend configs for the fused-output fuzzer.
 
 A model is an ``nn.Module`` holding random submodules (Conv1d/2d/3d, ConvTranspose1d/2d/3d
 with groups, BatchNorm1d/2d/3d with and without affine / running stats, Linear, ReLU,
@@ -13,87 +12,37 @@ same-shape conv-bn(-relu) chains (pyfuse's batched BN folding), a leaf module ho
 conv that is also called on its own, float64 models, frozen parameters. Each op is
 evaluated on a concrete example tensor while the graph is built, so every model runs on
 its example input. Mode: eval, QAT (train, ``is_qat=True``) or rarely mixed training
-flags. Backend
-config: one of torch's seven, or a custom ``BackendConfig``: a shuffled subset of a
-torch backend's fusion configs plus random ``BackendPatternConfig`` s (forward-format and
-nested reversed chains, multi-argument patterns, ``MatchAllNode`` (also as the last
-position), literal entries),
-with fuser methods from ``torch.ao.nn.intrinsic`` / torch's fusers or simple custom
-fusers (a chain module, a fuser that raises, a root-node getter that picks the last node).
+flags.
 
-Properties, for every generated (model, mode, backend config), on independent traced
-copies:
+Backend config: one of torch's seven, or a custom ``BackendConfig``: a shuffled subset of
+a torch backend's fusion configs plus random ``BackendPatternConfig`` s (forward-format
+and nested reversed chains, multi-argument patterns, ``MatchAllNode`` (also as the last
+position), literal entries), with fuser methods from ``torch.ao.nn.intrinsic`` / torch's
+fusers or simple custom fusers (a chain module, a fuser that raises, a root-node getter
+that picks the last node).
 
-1. pyfuse's matcher (``pyfuse.engine.matching.find_matches``) equals the reference
-   ``_find_matches`` (root node, pattern, structure-exact matched node pattern).
-2. Which documented reference defects the model hits is computed from the reference's
-   own matches (``Triggers``), independently of pyfuse: the root module of a match is
-   called at another site that survives the fusion or fuses differently, or inside a
-   called module; a get_attr
-   reads an attribute of a module a match replaces; grouped ConvTranspose + BN or
-   Linear + BN1d(affine=False) in eval; a pattern position reaching a literal.
-3. No defect: if the reference raises, pyfuse raises the same exception type (or a
-   subclass of it); if it returns, the full exactness contract
-   (``contract.assert_same_fusion``: same code, nodes, module tree and types,
-   bit-identical state_dict, flags, outputs).
-4. A defect the README's "Differences" table documents: pyfuse may succeed where the
-   reference raises, or differ from the reference's (wrong) result; then pyfuse's output
-   must compute what the unfused model computes (eval, allclose), unless a custom fuser
-   changes the math by design. Where the reference fails on its defect and pyfuse gets
-   past it, pyfuse may fail on what comes next (e.g. a parametrized module), and where
-   pyfuse skips an unsafe match it may match and fail on another.
-5. Divergences this fuzzer found have regression tests at the end of the file, all fixed:
-   FusionError for the reference's KeyError (an erased input of the fused node), a
-   shared module whose other sites are all fused away, a fuser returning a non-Module,
-   a sub-pattern reaching an already matched node (ValueError in the reference), a
-   root-node getter returning a node its match does not claim (a MatchAllNode
-   position), the error of a later match raised before the first one's. The property
-   excuses none of them: the budgeted run gates them all.
-
-Budget: ``PYFUSE_PBT_EXAMPLES`` (default 150), e.g.
-``PYFUSE_PBT_EXAMPLES=20000 python -m pytest tests/test_pbt_fuse.py -p no:cacheprovider``.
-With ``PYFUSE_PBT_STATS=path.json`` the outcome counts of the run are written there.
+The strategy is :func:`cases`; :class:`Case` is one generated example.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import copy
-import json
 import operator
-import os
-import time
-import traceback
 import warnings
-from pathlib import Path
-
-import pytest
-
-hypothesis = pytest.importorskip("hypothesis")
 
 import torch
 import torch.fx
 import torch.nn.functional as F
-from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
 from torch import nn
 from torch.fx import Graph, GraphModule, Node
 from torch.nn.utils import parametrize
-from torch.utils._pytree import tree_flatten
 
-from tests.support.contract import (
-    assert_same_fusion,
-    pyfuse_fuse,
-    reference_fuse,
-    single_thread,
-)
+from tests.support.contract import single_thread
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import torch.ao.nn.intrinsic as nni
-    import torch.ao.quantization.backend_config.utils
     from torch.ao.quantization.backend_config import (
         BackendConfig,
         BackendPatternConfig,
@@ -106,43 +55,14 @@ with warnings.catch_warnings():
         get_executorch_backend_config,
     )
     from torch.ao.quantization.backend_config.onednn import get_onednn_backend_config
-    from torch.ao.quantization.backend_config.utils import (
-        get_fuser_method_mapping,
-        get_fusion_pattern_to_extra_inputs_getter,
-        get_fusion_pattern_to_root_node_getter,
-    )
     from torch.ao.quantization.backend_config.x86 import get_x86_backend_config
     from torch.ao.quantization.fuser_method_mappings import (
         fuse_conv_bn,
         fuse_conv_bn_relu,
         fuse_convtranspose_bn,
         fuse_linear_bn,
-        get_fuser_method_new,
     )
-    from torch.ao.quantization.fx.fuse import _find_matches as _ref_find_matches
-    from torch.ao.quantization.fx.fuse_handler import (
-        _get_fusion_pattern_to_fuse_handler_cls,
-    )
-    from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
     from torch.ao.quantization.utils import MatchAllNode
-
-from pyfuse.engine.matching import find_matches as _pf_find_matches
-
-_N_EXAMPLES = int(os.environ.get("PYFUSE_PBT_EXAMPLES", "150"))
-_STATS_PATH = os.environ.get("PYFUSE_PBT_STATS")
-
-ci_settings = settings(
-    deadline=None,
-    max_examples=_N_EXAMPLES,
-    database=None,  # do not litter the repo with .hypothesis/
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-        HealthCheck.filter_too_much,
-    ],
-)
 
 BACKENDS = {
     "native": get_native_backend_config,
@@ -154,20 +74,6 @@ BACKENDS = {
     "executorch": get_executorch_backend_config,
 }
 
-
-def _note(msg):
-    """hypothesis.note, also usable outside a hypothesis test (the hand-made cases)."""
-    with contextlib.suppress(InvalidArgument):
-        note(msg)
-
-
-def _event(msg):
-    with contextlib.suppress(InvalidArgument):
-        event(msg)
-
-
-# outcome counts of this process's examples (written to PYFUSE_PBT_STATS, if set)
-STATS: collections.Counter = collections.Counter()
 
 # --------------------------------------------------------------------------------------
 # cheap draw helpers (constructing a strategy per draw is costly)
@@ -268,6 +174,7 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONVT = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 _MAX_NUMEL = 1500
+_FUSION_ROOTS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 def _init_module(m, gen):
@@ -312,6 +219,8 @@ class _Builder:
         self.shapes: list[tuple[Node, object]] = []  # getattr(., "shape") nodes
         self.paths: dict[str, nn.Module] = {}  # path -> module (aliases included)
         self.alias_of: dict[str, str] = {}
+        self.in_shapes: dict[str, torch.Size] = {}  # path -> shape of its first input
+        self.chain_heads: list[str] = []  # paths of modules that start a chain
         self.linear_rank3_bn = False  # a Linear over a rank>2 input feeding a BN
         self.n = 0
 
@@ -365,6 +274,8 @@ class _Builder:
         ):
             return None
         node = self.g.create_node(op, target, tuple(args), kwargs)
+        if op == "call_module" and cargs and isinstance(cargs[0], torch.Tensor):
+            self.in_shapes.setdefault(target, cargs[0].shape)
         node.meta["pbt_val"] = out
         if usable and isinstance(out, torch.Tensor):
             self.vals.append((node, out))
@@ -470,15 +381,32 @@ class _Builder:
         return node
 
     def call_shared_module(self):
-        """Call an existing module again (a module called at several sites)."""
+        """Call an existing module again (a module called at several sites). Mostly a
+        module a fusion can start at (conv, linear, BN), on a value of the shape it
+        was first called on: the shared-module cases the oracle must tell apart."""
         if not self.paths:
             return None
-        path = self.pick(sorted(self.paths))
+        fusable = [
+            p
+            for p in sorted(self.in_shapes)
+            if isinstance(self.paths.get(p), _FUSION_ROOTS)
+        ]
+        heads = [p for p in self.chain_heads if p in self.in_shapes]
+        if heads and self.chance(70):
+            path = self.pick(heads)  # its first site likely fuses, this one may not
+        elif fusable and self.chance(50):
+            path = self.pick(fusable)
+        else:
+            path = self.pick(sorted(self.paths))
         m = self.paths[path]
         if getattr(m, "inplace", False):
             return None
+        shape = self.in_shapes.get(path)
         for _ in range(3):
-            v = self.value()
+            v = None
+            if shape is not None and self.chance(80):
+                v = self.value(lambda t: t.shape == shape)
+            v = v or self.value()
             if v is None:
                 return None
             node = self.add("call_module", path, (v[0],))
@@ -531,6 +459,7 @@ class _Builder:
         first = self.call_new_module(m, v)
         if first is None:
             return None
+        self.chain_heads.append(first.target)
         last = (first, first.meta["pbt_val"])
         if self.chance(65):
             bn = self.make_bn(last[1])
@@ -697,12 +626,35 @@ class _Builder:
         )  # keep both used
         return last[0] if both is None else both
 
+    def shared_chain(self):
+        """A chain (conv / convT / linear, maybe BN, maybe relu) whose first module is
+        called again at a second site that may or may not fuse the same way: README
+        "Differences" row 1."""
+        v = self.value()
+        if v is None:
+            return None
+        first = self.chain()
+        if first is None or not self.chain_heads:
+            return first
+        path = self.chain_heads[-1]
+        w = self.value(lambda t: t.shape == self.in_shapes.get(path)) or v
+        node = self.add("call_module", path, (w[0],))
+        if node is None:
+            return first
+        if self.chance(40):
+            out = self.relu_variant((node, node.meta["pbt_val"]), allow_inplace=False)
+            node = out if out is not None else node
+        both = self.add("call_function", operator.add, (first, node))
+        return node if both is None else both
+
     def step(self):
         k = self.i(0, 199)
         if k < 4:
             return self.repeated_chains()
         if k < 6:
             return self.container()
+        if k < 16:
+            return self.shared_chain()
         k = self.i(0, 99)
         if k < 36:
             return self.chain()
@@ -725,18 +677,18 @@ class _Builder:
             if getattr(m, "inplace", False) and v[0].op in ("placeholder", "get_attr"):
                 return None
             return self.call_new_module(m, v)
-        if k < 57:
+        if k < 62:
             return self.call_shared_module()
-        if k < 66:
+        if k < 69:
             v = self.value()
             return (
                 None
                 if v is None
                 else self.relu_variant(v, allow_inplace=self.chance(30))
             )
-        if k < 81:
+        if k < 83:
             return self.binary()
-        if k < 87:
+        if k < 88:
             return self.get_attr()
         return self.shape_op()
 
@@ -1202,786 +1154,3 @@ def _fmt_spec(s):
         c = _base_fusion_configs(s[1])[s[2]]
         return f"base {s[1]}[{s[2]}]: {_fmt(c._pattern_complex_format or c.pattern)}"
     return f"{s[0]} {_fmt(s[1])} fuser={s[2]}"
-
-
-# --------------------------------------------------------------------------------------
-# the oracle
-
-
-def _same(a, b):
-    """Structure-exact equality: Nodes by identity, list vs tuple distinguished."""
-    if isinstance(a, Node) or isinstance(b, Node):
-        return a is b
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
-def _check_matches(gm, backend_config):
-    """Property 1. Returns (reference match map or None, reference exception or None)."""
-    sorted_dict = _sorted_patterns_dict(
-        _get_fusion_pattern_to_fuse_handler_cls(backend_config)
-    )
-    try:
-        ref = _ref_find_matches(gm, gm.graph, sorted_dict)
-    except Exception as e:  # noqa: BLE001 - recorded, classified by the caller
-        return None, e
-    got = _pf_find_matches(gm, gm.graph, list(sorted_dict))
-    assert list(got) == list(ref) or set(got) == set(ref), (
-        f"matched node sets differ: only reference {sorted(set(ref) - set(got))}, "
-        f"only pyfuse {sorted(set(got) - set(ref))}"
-    )
-    for k, rv in ref.items():
-        gv = got[k]
-        for i, what in enumerate(("root node", "pattern", "matched node pattern")):
-            assert _same(rv[i], gv[i]), (
-                f"[{k}] {what}: reference {rv[i]!r}, pyfuse {gv[i]!r}"
-            )
-    return ref, None
-
-
-class Triggers:
-    """Which documented reference defects a model hits (computed from the reference's own
-    matches, independently of pyfuse)."""
-
-    def __init__(self):
-        # module paths: several call sites that do not all fuse the same way, or a
-        # root node its match does not claim whose own call site stays in use
-        self.shared = []
-        self.get_attr = []  # get_attr targets under a replaced module
-        self.convt_groups_bn = False
-        self.linear_bn_no_affine = False
-        self.literal = False  # a pattern position reached a literal (reference crash)
-
-    def silent(self):
-        """Defects where the reference returns a model that computes something else."""
-        return bool(self.shared or self.get_attr)
-
-    def any(self):
-        return (
-            self.silent()
-            or self.convt_groups_bn
-            or self.linear_bn_no_affine
-            or self.literal
-        )
-
-    def __repr__(self):
-        return repr({k: v for k, v in vars(self).items() if v})
-
-
-def _is_literal_crash(exc):
-    if not isinstance(exc, AttributeError) or "has no attribute 'name'" not in str(exc):
-        return False
-    return any(f.name == "apply_match" for f in traceback.extract_tb(exc.__traceback__))
-
-
-def _triggers(gm, backend_config, ref_matches, ref_match_exc, is_qat):
-    t = Triggers()
-    if ref_matches is None:
-        t.literal = _is_literal_crash(ref_match_exc)
-        return t
-    modules = dict(gm.named_modules(remove_duplicate=False))
-    root_getters = get_fusion_pattern_to_root_node_getter(backend_config)
-    # matches: last node -> claimed node names (reference insertion order)
-    claims: dict[Node, list[Node]] = {}
-    node_by_name = {n.name: n for n in gm.graph.nodes}
-    for name, (last, *_rest) in ref_matches.items():
-        claims.setdefault(last, []).append(node_by_name[name])
-    sites = collections.Counter(
-        id(modules.get(n.target)) for n in gm.graph.nodes if n.op == "call_module"
-    )
-    roots_of: dict[int, list] = collections.defaultdict(list)
-    root_paths = set()
-    root_nodes = set()
-    for last, claimed in claims.items():
-        if last.name not in ref_matches:
-            continue  # a MatchAllNode last position: the reference does not fuse it
-        _, pattern, node_pattern, *_ = ref_matches[last.name]
-        getter = root_getters.get(pattern, _default_root)
-        try:
-            root = getter(node_pattern)
-        except Exception:  # noqa: BLE001, S112 - the pass raises on it anyway
-            continue
-        if not isinstance(root, Node) or root.op != "call_module":
-            continue
-        if root not in claimed:
-            # the reference keeps the node (now calling the fused module) and calls
-            # the fused module again at `last`: wrong if anything else reads the node
-            # or another match removes it
-            inside = set(claimed)
-            if any(u not in inside for u in root.users) or any(
-                root in c for c in claims.values()
-            ):
-                t.shared.append(f"{root.target} (unclaimed root {root.name})")
-        mod = modules.get(root.target)
-        root_paths.add(root.target)
-        root_nodes.add(root)
-        shape = (pattern, tuple((n.op, n.target) for n in claimed))
-        roots_of[id(mod)].append((root.target, shape))
-        mods = [modules.get(n.target) for n in claimed if n.op == "call_module"]
-        if not is_qat:
-            if any(
-                isinstance(m, nn.modules.conv._ConvTransposeNd) and m.groups > 1
-                for m in mods
-            ) and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in mods):
-                t.convt_groups_bn = True
-            if any(isinstance(m, nn.Linear) for m in mods) and any(
-                isinstance(m, nn.BatchNorm1d) and not m.affine for m in mods
-            ):
-                t.linear_bn_no_affine = True
-    # A module called at several sites, one of which a match replaces: the other sites
-    # change, unless each is the root of a same-shaped match or is erased (claimed as a
-    # non-root member by some match, whose fuser got the original module).
-    claimed_all = {n for c in claims.values() for n in c}
-    for mid, rs in roots_of.items():
-        if sites[mid] <= 1:
-            continue
-        surviving = [
-            n
-            for n in gm.graph.nodes
-            if n.op == "call_module"
-            and id(modules.get(n.target)) == mid
-            and n not in root_nodes
-            and n not in claimed_all
-        ]
-        if surviving or len({s for _, s in rs}) > 1:
-            t.shared.append(rs[0][0])
-    # A replaced module inside a module that is called: the container's result changes.
-    called = {
-        id(modules.get(n.target)): modules.get(n.target)
-        for n in gm.graph.nodes
-        if n.op == "call_module"
-    }
-    inside_called = {
-        id(d)
-        for m in called.values()
-        if m is not None
-        for d in m.modules()
-        if d is not m
-    }
-    for root in root_nodes:
-        if id(modules.get(root.target)) in inside_called:
-            t.shared.append(f"{root.target} (inside a called module)")
-    for n in gm.graph.nodes:
-        if n.op == "get_attr" and any(
-            n.target.startswith(p + ".") or n.target == p for p in root_paths
-        ):
-            t.get_attr.append(n.target)
-    return t
-
-
-def _reference_errors(gm, backend_config, ref_matches, is_qat):
-    """Every error the reference's rewrite loop (``fuse.py``/``fuse_handler.py``) meets, in
-    its order, carrying on past each (the reference stops at the first). Re-enacted on
-    ``gm``, which it mutates, without building the output graph."""
-    named_modules = dict(gm.named_modules())
-    fuser_map = get_fuser_method_mapping(backend_config)
-    root_getters = get_fusion_pattern_to_root_node_getter(backend_config)
-    extra_getters = get_fusion_pattern_to_extra_inputs_getter(backend_config)
-    env: set[str] = set()
-    errors = []
-
-    def check(n):
-        if n.name not in env:  # the reference's env[node.name] lookup in load_arg
-            raise KeyError(n.name)
-        return n
-
-    def load(a):
-        torch.fx.map_arg(a, check)
-
-    for node in gm.graph.nodes:
-        entry = ref_matches.get(node.name)
-        # not matched: copied, its arguments must have been copied (or fused) before
-        if entry is None:
-            try:
-                load(node.args)
-                load(node.kwargs)
-            except KeyError as e:
-                errors.append(e)
-            env.add(node.name)
-            continue
-        last, pattern, node_pattern = entry[:3]
-        if last is not node:
-            continue
-        try:
-            root = root_getters.get(pattern, _default_root)(node_pattern)
-            extra = (
-                extra_getters[pattern](node_pattern) if pattern in extra_getters else []
-            )
-            if root.op != "call_module":
-                raise AssertionError("Expecting module node to be a call_module Node")
-            root_module = named_modules[str(root.target)]
-
-            def get_modules(p, root_module=root_module):
-                if isinstance(p, (tuple, list)):
-                    # ValueError on () (a sub-pattern whose node was reached before),
-                    # as in the reference
-                    n, *args = p
-                    return (get_modules(n), *(get_modules(a) for a in args))
-                if p.op == "call_module":
-                    return named_modules[p.target]
-                if p.op == "call_function" and p.target is F.relu:
-                    relu = nn.ReLU()
-                    relu.training = root_module.training
-                    return relu
-                if p.op in ("call_function", "call_method"):
-                    return p.target
-                return MatchAllNode
-
-            def types(m):
-                if isinstance(m, tuple):
-                    return tuple(types(x) for x in m)
-                return (
-                    parametrize.type_before_parametrizations(m)
-                    if isinstance(m, nn.Module)
-                    else m
-                )
-
-            mods = get_modules(node_pattern)
-            fuser = get_fuser_method_new(types(mods), fuser_map)
-            fused = fuser(is_qat, *mods)
-            parent, _, name = str(root.target).rpartition(".")
-            setattr(named_modules[parent], name, fused)
-            for a in extra:
-                load(a)
-            load(root.args)
-            load(root.kwargs)
-        except Exception as e:  # noqa: BLE001 - collected
-            errors.append(e)
-        env.add(node.name)
-    return errors
-
-
-def _default_root(node_pattern):
-    while not isinstance(node_pattern[-1], Node):
-        node_pattern = node_pattern[-1]
-    return node_pattern[-1]
-
-
-def _forward_eval(gm, inputs):
-    m = copy.deepcopy(gm).eval()
-    with torch.no_grad(), single_thread():
-        return m(*copy.deepcopy(inputs))
-
-
-def _equivalent(a, b):
-    la, sa = tree_flatten(a)
-    lb, sb = tree_flatten(b)
-    if sa != sb:
-        return False
-    for x, y in zip(la, lb, strict=True):
-        if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
-            return False
-        if isinstance(x, torch.Tensor):
-            if x.shape != y.shape or not torch.allclose(x, y, rtol=1e-4, atol=1e-4):
-                return False
-        elif x != y:
-            return False
-    return True
-
-
-def _assert_computes_model(case, out, what):
-    """pyfuse's output computes what the unfused model computes (eval)."""
-    if not case.semantic:
-        STATS["defect case: output check skipped (custom fusers change the math)"] += 1
-        _event("defect case with custom non-semantic fusers: output not checked")
-        return
-    want = _forward_eval(case.template, case.inputs)
-    got = _forward_eval(out, case.inputs)
-    assert _equivalent(want, got), (
-        f"{what}: pyfuse's fused model computes something else than the model"
-    )
-
-
-def _run_impl(fn, case, backend_config):
-    gm = trace(case.make())
-    try:
-        with single_thread():
-            return fn(gm, case.is_qat, None, backend_config), None
-    except Exception as e:  # noqa: BLE001 - compared by type
-        return None, e
-
-
-def check_case(case):
-    """The properties for one generated case. Returns the outcome label."""
-    _note(repr(case))
-    gm = trace(case.make())
-    ref_matches, ref_match_exc = _check_matches(
-        gm, case.backend_factory()
-    )  # property 1
-    trig = _triggers(
-        gm, case.backend_factory(), ref_matches, ref_match_exc, case.is_qat
-    )
-    if ref_match_exc is not None:
-        STATS["reference _find_matches raised " + type(ref_match_exc).__name__] += 1
-    _note(f"triggers: {trig!r}")
-
-    ref_out, ref_exc = _run_impl(reference_fuse, case, case.backend_factory())
-    out, exc = _run_impl(pyfuse_fuse, case, case.backend_factory())
-    _note(f"reference: {ref_exc!r}; pyfuse: {exc!r}")
-    if exc is not None:
-        return _pyfuse_raised(case, gm, trig, ref_matches, ref_exc, exc)
-    if ref_exc is not None:
-        return _only_reference_raised(case, trig, ref_exc, out)
-    return _both_returned(case, gm, trig, ref_out, out)
-
-
-def _pyfuse_raised(case, gm, trig, ref_matches, ref_exc, exc):
-    if ref_exc is not None and isinstance(exc, type(ref_exc)):
-        # (pyfuse's own errors subclass the reference's type: FusionError and KeyError)
-        return f"both raised {type(ref_exc).__name__}"
-    if trig.silent():
-        # pyfuse skipped the unsafe match (documented) and matched again: the match that
-        # took its place may fail; and the reference, fusing the unsafe match, may have
-        # failed on it, or not at all
-        return f"defect: unsafe match skipped, pyfuse raised {type(exc).__name__}"
-    if ref_exc is None:
-        raise AssertionError(
-            f"pyfuse raised {type(exc).__name__}({exc}); the reference returned"
-        ) from exc
-    if _defect_signature(trig, ref_exc):
-        # the reference failed on its defect; pyfuse, past it, on what a fixed reference
-        # would meet next (e.g. a parametrized module's weight)
-        return f"defect: reference raised {type(ref_exc).__name__}, pyfuse {type(exc).__name__}"
-    errors = []  # every error the reference meets, in its order (diagnostics)
-    if ref_matches is not None:
-        errors = _reference_errors(gm, case.backend_factory(), ref_matches, case.is_qat)
-        assert errors and type(errors[0]) is type(ref_exc), (
-            f"test oracle out of step with the reference: re-enacted errors {errors!r}, "
-            f"reference raised {ref_exc!r}"
-        )
-    raise AssertionError(
-        f"reference raised {type(ref_exc).__name__}({ref_exc}) but pyfuse raised "
-        f"{type(exc).__name__}({exc}); the reference's errors in order: {errors!r}"
-    ) from exc
-
-
-def _only_reference_raised(case, trig, ref_exc, out):
-    assert trig.any(), (
-        f"reference raised {type(ref_exc).__name__}({ref_exc}) but pyfuse returned normally, "
-        "and the model hits no documented reference defect"
-    )
-    _assert_computes_model(case, out, "reference raised (documented defect)")
-    return f"defect: reference raised {type(ref_exc).__name__}, pyfuse correct"
-
-
-def _both_returned(case, gm, trig, ref_out, out):
-    if trig.silent():
-        _assert_computes_model(case, out, "shared module / get_attr defect")
-        if case.semantic:  # documents the defect (random models can compute the same)
-            ref_ok = _safe_equivalent(case, ref_out)
-            return (
-                "defect: reference "
-                + ("output unchanged" if ref_ok else "output wrong")
-                + ", pyfuse correct"
-            )
-        return "defect: silent (not checked numerically)"
-    if trig.convt_groups_bn and _ref_forward_raises(ref_out, case.inputs):
-        _assert_computes_model(case, out, "grouped ConvTranspose + BN")
-        return "defect: reference's module broken (grouped ConvTranspose+BN), pyfuse correct"
-    assert_same_fusion(ref_out, out, case.inputs)  # property 4
-    n_in = len(gm.graph.nodes)
-    return "contract" + (
-        " (fused)" if len(out.graph.nodes) < n_in else " (nothing fused)"
-    )
-
-
-def _defect_signature(trig, ref_exc):
-    """The reference's exception is the one its documented defect raises."""
-    return (
-        (trig.convt_groups_bn and isinstance(ref_exc, RuntimeError))
-        or (trig.linear_bn_no_affine and isinstance(ref_exc, TypeError))
-        or (trig.literal and _is_literal_crash(ref_exc))
-    )
-
-
-def _safe_equivalent(case, ref_out):
-    try:
-        return _equivalent(
-            _forward_eval(case.template, case.inputs),
-            _forward_eval(ref_out, case.inputs),
-        )
-    except Exception:  # noqa: BLE001 - a broken reference module is "wrong"
-        return False
-
-
-def _ref_forward_raises(ref_out, inputs):
-    try:
-        _forward_eval(ref_out, inputs)
-    except Exception:  # noqa: BLE001
-        return True
-    return False
-
-
-# --------------------------------------------------------------------------------------
-# the property
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _write_stats():
-    start = time.time()
-    yield
-    if _STATS_PATH:
-        data = dict(STATS)
-        data["wall_seconds"] = round(time.time() - start, 1)
-        Path(_STATS_PATH).write_text(json.dumps(data, indent=1, sort_keys=True))
-
-
-@ci_settings
-@given(cases())
-def test_fused_output_matches_reference(case):
-    label = check_case(case)
-    STATS["examples"] += 1
-    if _STATS_PATH and STATS["examples"] % 500 == 0:  # progress of a long run
-        Path(_STATS_PATH).write_text(json.dumps(dict(STATS), indent=1, sort_keys=True))
-    STATS[label] += 1
-    STATS[f"backend {case.backend}"] += 1
-    STATS[f"mode {case.mode}"] += 1
-    event(label)
-
-
-# --------------------------------------------------------------------------------------
-# the oracle on hand-made models: each documented defect is recognised, and pyfuse is
-# right where the reference is wrong
-
-
-def _case_from(model, inputs, mode="eval", backend="native"):
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    _init_module(model, gen)
-    template = trace(model)
-    template.train(mode != "eval")
-    return Case(
-        template, inputs, mode, mode != "eval", backend, BACKENDS[backend], True, ""
-    )
-
-
-class _SharedConvBn(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 2, 1)
-        self.bn = nn.BatchNorm2d(2)
-
-    def forward(self, x):
-        return self.bn(self.conv(x)) + self.conv(x * 2)
-
-
-class _GetAttrOfFused(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 2, 1)
-        self.bn = nn.BatchNorm2d(2)
-
-    def forward(self, x):
-        return self.bn(self.conv(x)) + self.conv.weight.sum()
-
-
-class _GroupedConvTBn(nn.Module):
-    def __init__(self, out_channels=4):
-        super().__init__()
-        self.up = nn.ConvTranspose2d(4, out_channels, 3, groups=2)
-        self.bn = nn.BatchNorm2d(out_channels)
-
-    def forward(self, x):
-        return self.bn(self.up(x))
-
-
-class _LinearBnNoAffine(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(3, 2)
-        self.bn = nn.BatchNorm1d(2, affine=False)
-
-    def forward(self, x):
-        return self.bn(self.fc(x))
-
-
-class _ConvAddLiteral(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 2, 1)
-
-    def forward(self, x):
-        return self.conv(x) + 1.0
-
-
-_X4 = (torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(2)),)
-
-ORACLE_CASES = {
-    "shared_conv_bn": (
-        _SharedConvBn,
-        _X4,
-        "native",
-        "defect: reference output wrong, pyfuse correct",
-    ),
-    "get_attr_of_fused": (
-        _GetAttrOfFused,
-        _X4,
-        "native",
-        "defect: reference output wrong, pyfuse correct",
-    ),
-    "grouped_convt_bn": (
-        _GroupedConvTBn,
-        (torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(2)),),
-        "native",
-        "defect: reference raised RuntimeError, pyfuse correct",
-    ),
-    "grouped_convt_bn_one_channel_per_group": (
-        lambda: _GroupedConvTBn(out_channels=2),
-        (torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(2)),),
-        "native",
-        "defect: reference's module broken (grouped ConvTranspose+BN), pyfuse correct",
-    ),
-    "linear_bn_no_affine": (
-        _LinearBnNoAffine,
-        (torch.randn(4, 3, generator=torch.Generator().manual_seed(2)),),
-        "native",
-        "defect: reference raised TypeError, pyfuse correct",
-    ),
-    "onednn_add_literal": (
-        _ConvAddLiteral,
-        _X4,
-        "onednn",
-        "defect: reference raised AttributeError, pyfuse correct",
-    ),
-}
-
-
-@pytest.mark.parametrize("name", list(ORACLE_CASES))
-def test_oracle_recognises_documented_defect(name):
-    factory, inputs, backend, want = ORACLE_CASES[name]
-    assert check_case(_case_from(factory(), inputs, backend=backend)) == want
-
-
-def test_oracle_full_contract_on_a_plain_model():
-    class Plain(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(2, 2, 1)
-            self.bn = nn.BatchNorm2d(2)
-
-        def forward(self, x):
-            return F.relu(self.bn(self.conv(x)))
-
-    for mode in ("eval", "qat"):
-        assert check_case(_case_from(Plain(), _X4, mode)) == "contract (fused)"
-
-
-# --------------------------------------------------------------------------------------
-# divergences this fuzzer found, now fixed (minimal reproductions). Each test states
-# the contract.
-
-
-class _ReluConv(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.relu = nn.ReLU()
-        self.conv = nn.Conv2d(2, 2, 1)
-
-    def forward(self, x):
-        return self.conv(self.relu(x))
-
-
-def _relu_then_conv():
-    torch.manual_seed(0)
-    return _ReluConv().eval()
-
-
-def _seq_fuser(_is_qat, conv, relu):
-    """(Conv2d, MatchAllNode) in complex format: (head module, the MatchAllNode's module)."""
-    return nn.Sequential(relu, conv)
-
-
-def _matchall_root_backend():
-    c = BackendPatternConfig()._set_pattern_complex_format((nn.Conv2d, MatchAllNode))
-    return BackendConfig("pbt").set_backend_pattern_config(
-        c.set_fuser_method(_seq_fuser)
-    )
-
-
-def test_regression_root_node_not_claimed_by_match():
-    # graph: x -> relu (call_module) -> conv; pattern (Conv2d, MatchAllNode) matches conv,
-    # default root node = relu (matched by MatchAllNode, not claimed). The reference puts
-    # Sequential(relu, conv) at 'relu' and calls it where conv was: correct output.
-    inputs = (torch.randn(1, 2, 3, 3),)
-    ref = reference_fuse(
-        trace(_relu_then_conv()),
-        False,
-        None,
-        _matchall_root_backend(),
-    )
-    torch.testing.assert_close(ref(*inputs), _relu_then_conv()(*inputs))
-    out = pyfuse_fuse(
-        trace(_relu_then_conv()),
-        False,
-        None,
-        _matchall_root_backend(),
-    )
-    assert_same_fusion(ref, out, inputs)
-
-
-class _SigmoidConvThenReluConv(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 2, 1)
-        self.sig = nn.Sigmoid()
-        self.conv2 = nn.Conv2d(2, 2, 1)
-
-    def forward(self, x):
-        y = self.sig(self.conv1(x))  # 1st match: its fuser raises NotImplementedError
-        return F.relu(
-            self.conv2(y)
-        )  # 2nd match: no fuser for the matched (ReLU, Conv2d)
-
-
-def _refusing_fuser(_is_qat, *_mods):
-    raise NotImplementedError("refused")
-
-
-def _two_bad_matches_backend():
-    return (
-        BackendConfig("pbt")
-        .set_backend_pattern_config(
-            BackendPatternConfig()
-            ._set_pattern_complex_format((nn.Sigmoid, nn.Conv2d))
-            .set_fuser_method(_refusing_fuser)
-        )
-        .set_backend_pattern_config(
-            BackendPatternConfig()
-            ._set_pattern_complex_format((F.relu, nn.Conv2d))
-            .set_fuser_method(_refusing_fuser)
-        )
-    )
-
-
-def test_regression_first_failing_match_in_graph_order():
-    with pytest.raises(NotImplementedError):
-        reference_fuse(
-            trace(_SigmoidConvThenReluConv().eval()),
-            False,
-            None,
-            _two_bad_matches_backend(),
-        )
-    with pytest.raises(NotImplementedError):
-        pyfuse_fuse(
-            trace(_SigmoidConvThenReluConv().eval()),
-            False,
-            None,
-            _two_bad_matches_backend(),
-        )
-
-
-class _ConvRelu(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 2, 1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        return self.relu(self.conv(x))
-
-
-def _root_is_last_node(node_pattern):
-    return node_pattern[0]
-
-
-def _root_is_last_backend():
-    c = (
-        BackendPatternConfig()
-        ._set_pattern_complex_format((nn.ReLU, nn.Conv2d))
-        .set_fuser_method(lambda _is_qat, relu, conv: nn.Sequential(conv, relu))
-    )
-    c._set_root_node_getter(_root_is_last_node)
-    return BackendConfig("pbt").set_backend_pattern_config(c)
-
-
-def test_regression_root_getter_uses_erased_node():
-    with pytest.raises(KeyError):
-        reference_fuse(
-            trace(_ConvRelu().eval()),
-            False,
-            None,
-            _root_is_last_backend(),
-        )
-    with pytest.raises(KeyError):
-        pyfuse_fuse(
-            trace(_ConvRelu().eval()),
-            False,
-            None,
-            _root_is_last_backend(),
-        )
-
-
-class _SharedBnFusedAway(nn.Module):
-    """One BatchNorm2d called at two sites: after conv1 (a (BN, Conv) match: that call is
-    erased, the BN folded into conv1) and before a ReLU (a (ReLU, BN) match rooted at it)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 2, 1)
-        self.bn = nn.BatchNorm2d(2)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        y = self.bn(self.conv1(x))
-        return self.relu(self.bn(y + 1))
-
-
-@pytest.mark.parametrize("mode", ["eval", "qat"])
-def test_regression_shared_module_other_sites_fused_away(mode):
-    case = _case_from(_SharedBnFusedAway(), _X4, mode)
-    ref = reference_fuse(trace(case.make()), case.is_qat)
-    if mode == "eval":  # the reference is right
-        assert _equivalent(
-            _forward_eval(ref, case.inputs), _forward_eval(case.template, case.inputs)
-        )
-    out = pyfuse_fuse(trace(case.make()), case.is_qat)
-    assert_same_fusion(ref, out, case.inputs)
-
-
-def _non_module_backend():
-    c = (
-        BackendPatternConfig()
-        ._set_pattern_complex_format((nn.ReLU, nn.Conv2d))
-        .set_fuser_method(lambda _is_qat, _relu, _conv: 3)
-    )
-    return BackendConfig("pbt").set_backend_pattern_config(c)
-
-
-def test_regression_fuser_returns_non_module():
-    with pytest.raises(TypeError):
-        reference_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
-    with pytest.raises(TypeError):
-        pyfuse_fuse(trace(_ConvRelu().eval()), False, None, _non_module_backend())
-
-
-class _ReluConvTwice(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.relu = nn.ReLU()
-        self.conv = nn.Conv2d(2, 2, 1)
-
-    def forward(self, x):
-        c = self.conv(self.relu(x))
-        return torch.add(c, c)
-
-
-def _conv_of_first_branch(node_pattern):
-    """Root node getter: [add, (conv, relu), ()] -> conv."""
-    return node_pattern[1][0]
-
-
-def _twice_backend():
-    sub = (nn.Conv2d, nn.ReLU)
-    c = BackendPatternConfig()._set_pattern_complex_format((torch.add, sub, sub))
-    c.set_fuser_method(_refusing_fuser)._set_root_node_getter(_conv_of_first_branch)
-    return BackendConfig("pbt").set_backend_pattern_config(c)
-
-
-def test_regression_subpattern_reaching_a_matched_node():
-    with pytest.raises(ValueError, match="not enough values to unpack"):
-        reference_fuse(trace(_ReluConvTwice().eval()), False, None, _twice_backend())
-    with pytest.raises(ValueError, match="not enough values to unpack"):
-        pyfuse_fuse(trace(_ReluConvTwice().eval()), False, None, _twice_backend())
