@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.attr("__version__") = PYFUSE_VERSION;
     pyfuse::bindings::register_automaton(m);
     pyfuse::bindings::register_flatten(m);
+    pyfuse::bindings::register_emit(m);
 }
