@@ -27,6 +27,7 @@ __all__ = [
     "fuse_fx",
     "patch_torch",
     "patched",
+    "recompile",
     "unpatch_torch",
 ]
 
@@ -35,11 +36,13 @@ _HOME = {
     "explain": "_explain",
     "patch_torch": "_adopt",
     "patched": "_adopt",
+    "recompile": "codegen",
     "unpatch_torch": "_adopt",
 }
 
 if TYPE_CHECKING:
     from ._adopt import patch_torch, patched, unpatch_torch
+    from .codegen import recompile
     from ._explain import Explanation, explain
     from ._fuse import (
         FuseReport,
