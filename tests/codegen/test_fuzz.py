@@ -148,11 +148,7 @@ class Draw:
         return self.pick(options)
 
     def annotation(self) -> Any:
-        options = ANNOTATIONS + (FALLBACK_ANNOTATIONS if self.fallbacks else [])
-        t = self.pick(options)
-        if t in FALLBACK_ANNOTATIONS:
-            self.expect_fallback = True
-        return t
+        return self.among(ANNOTATIONS, FALLBACK_ANNOTATIONS)
 
 
 @st.composite
@@ -183,7 +179,8 @@ def graphs(draw: Any, fallbacks: bool) -> tuple[Graph, bool]:
             if slots is not None and draw(st.integers(0, 49)) != 17:
                 args = tuple(d.value(nodes) for _ in range(slots))
             if target is getattr and draw(st.booleans()):
-                args = (d.value(nodes) if nodes else 0, d.pick(["weight", "a.b", "1x", "é"]))
+                attr = d.among(["weight", "a.b", "1x", "class"], ["é", "aé"])
+                args = (d.value(nodes) if nodes else 0, attr)
         elif op == "call_method":
             target = d.pick(METHODS)
         else:
@@ -213,6 +210,7 @@ JUSTIFIED = (
     "an argument of type",
     "a type annotation it does not cover",
     "a non-ASCII attribute path",
+    "a getattr call with a non-ASCII attribute name",
     "a name with a very long number suffix",
 )
 
