@@ -118,12 +118,13 @@ private:
     /// The state of one emit() call: the flattened graph and what keeps its
     /// strings alive.
     struct Call {
-        explicit Call(PyEmitter& e) : em(e), keep(py::list()) {}
+        explicit Call(PyEmitter& e) : em(e), keep(py::list()), canon(py::dict()) {}
 
         PyEmitter& em;
         core::EmitGraph g;
         std::vector<PyObject*> objs;  // per GlobalRef: the object
         py::list keep;                // owns computed strings and objects
+        py::dict canon;               // global object -> the first equal one
         std::unordered_map<PyObject*, std::int32_t> callee_of;
         std::unordered_map<PyObject*, std::int32_t> type_of;
         std::unordered_map<PyTypeObject*, int> kind_of;
@@ -149,7 +150,19 @@ private:
             return id;
         }
 
-        std::int32_t add_global(const std::string& hint, PyObject* obj, bool literal) {
+        /// FX names globals through a dict: equal objects (two equal str
+        /// annotations) share a name. The first one seen stands for them all.
+        PyObject* canonical(PyObject* obj) {
+            PyObject* first = PyDict_SetDefault(canon.ptr(), obj, obj);
+            if(first == nullptr) {
+                PyErr_Clear();
+                throw NotCovered{"an unhashable global object"};
+            }
+            return first;
+        }
+
+        std::int32_t add_global(const std::string& hint, PyObject* obj_in, bool literal) {
+            PyObject* obj = canonical(obj_in);
             const std::int32_t hid = add_owned(py::str(hint));
             g.globals.push_back(core::GlobalRef{hid, key_of(obj), literal});
             objs.push_back(obj);

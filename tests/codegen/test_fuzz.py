@@ -90,7 +90,11 @@ LEAVES: list[Any] = [
 ]
 #: values the emitter leaves to FX (written through FX's add_global, or tensors)
 FALLBACK_LEAVES: list[Any] = [Point(1, 2), Color.RED, torch.tensor([1.0, 2.0])]
-ANNOTATIONS: list[Any] = [None, None, None, torch.Tensor, int, float, Annot, type(None)]
+ANNOTATIONS: list[Any] = [
+    None, None, None, torch.Tensor, int, float, Annot, type(None),
+    # string annotations (`from __future__ import annotations`): equal, not identical
+    "torch.Tensor", "".join(["torch.", "Tensor"]), "int",
+]
 FALLBACK_ANNOTATIONS: list[Any] = [typing.List[int], int | None]  # noqa: UP006
 
 
