@@ -42,7 +42,6 @@ _HOME = {
 
 if TYPE_CHECKING:
     from ._adopt import patch_torch, patched, unpatch_torch
-    from .codegen import recompile
     from ._explain import Explanation, explain
     from ._fuse import (
         FuseReport,
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
         fuse,
         fuse_fx,
     )
+    from .codegen import recompile
 
 
 def __getattr__(name: str) -> Any:

@@ -39,7 +39,14 @@ from torch.fx.node import _get_qualified_name, _type_repr
 
 from . import _core
 
-__all__ = ["CHECKED_TORCH", "FALLBACKS", "python_code", "recompile", "set_graph", "try_python_code"]
+__all__ = [
+    "CHECKED_TORCH",
+    "FALLBACKS",
+    "python_code",
+    "recompile",
+    "set_graph",
+    "try_python_code",
+]
 
 #: torch versions (major, minor) whose code generation the emitter reproduces.
 #: 2.13 is tested; 2.14's torch/fx/graph.py is assumed unchanged in what the
@@ -123,7 +130,7 @@ def _classify_value(tp: type) -> int:
     if tp in _REPR_TYPES:
         return _REPR
     if issubclass(tp, tuple):
-        if hasattr(tp, "_fields") or getattr(tp, "__dictoffset__", 0):
+        if hasattr(tp, "_fields") or tp.__dictoffset__:
             return _FALLBACK  # NamedTuple (through add_global), or maybe one
         return _SIZE if tp is torch.Size else _TUPLE_LIKE
     if issubclass(tp, list):
@@ -143,7 +150,7 @@ def _classify_callee(target: Any) -> tuple[int, str, bool] | None:
             if name in fx_graph.inplace_methods:
                 return _INPLACE, fx_graph.inplace_methods[name], False
         hint, _, literal = _global_spec(_get_qualified_name(target), target)
-    except Exception:  # FX raises on this target: let it
+    except Exception:  # noqa: BLE001 - FX raises on this target: FX's code generation will
         return None
     return _GLOBAL, hint, literal
 
@@ -157,20 +164,25 @@ def _classify_type(o: Any) -> tuple[str, bool] | None:
         if isinstance(o, types.UnionType) or getattr(o, "__origin__", None):
             return None  # composed annotations: not covered
         hint, _, literal = _global_spec(typename, o)
-    except Exception:
+    except Exception:  # noqa: BLE001 - FX raises on this annotation: FX's code generation will
         return None
     return hint, literal
 
 
-_emitter: tuple[tuple[int, int, int], Any] | None = None
+#: the native emitter, keyed by the state of FX's namespace tables it copies
+_EMITTERS: dict[tuple[int, int, int], _core.Emitter] = {}
 
 
-def _get_emitter() -> Any:
-    """The native emitter over FX's current namespace tables (rebuilt if a
+def _get_emitter() -> _core.Emitter:
+    """The native emitter over FX's current namespace tables (a new one if a
     custom builtin was registered since)."""
-    global _emitter
-    key = (id(fx_graph._custom_builtins), len(fx_graph._custom_builtins), len(fx_graph._illegal_names))
-    if _emitter is None or _emitter[0] != key:
+    key = (
+        id(fx_graph._custom_builtins),
+        len(fx_graph._custom_builtins),
+        len(fx_graph._illegal_names),
+    )
+    emitter = _EMITTERS.get(key)
+    if emitter is None:
         prefill = [
             spec
             for name, (_, obj) in fx_graph._custom_builtins.items()
@@ -187,8 +199,9 @@ def _get_emitter() -> Any:
             _classify_callee,
             _classify_type,
         )
-        _emitter = (key, emitter)
-    return _emitter[1]
+        _EMITTERS.clear()
+        _EMITTERS[key] = emitter
+    return emitter
 
 
 def _not_covered(graph: Graph) -> str | None:
@@ -218,7 +231,8 @@ def try_python_code(graph: Graph, root_module: str = "self") -> PythonCode | str
     if reason is not None:
         return reason
     cg = graph._codegen
-    if isinstance(cg, _PyTreeCodeGen) and cg.pytree_info and cg.pytree_info.out_spec:
+    info: Any = cg.pytree_info if isinstance(cg, _PyTreeCodeGen) else None
+    if info and info.out_spec:  # as _PyTreeCodeGen.generate_output tests it
         prefix, suffix = "return pytree.tree_unflatten(", ", self._out_spec)"
     else:
         prefix, suffix = "return ", ""
@@ -230,7 +244,9 @@ def try_python_code(graph: Graph, root_module: str = "self") -> PythonCode | str
     if isinstance(got, str):
         return got
     src, globals_, lineno_map, prologue_start = got
-    return PythonCode(src, globals_, _lineno_map=lineno_map, _prologue_start=prologue_start)
+    return PythonCode(
+        src, globals_, _lineno_map=lineno_map, _prologue_start=prologue_start
+    )
 
 
 def python_code(graph: Graph, root_module: str = "self") -> PythonCode:
@@ -254,7 +270,9 @@ def recompile(gm: GraphModule) -> PythonCode | None:
     ``__call__``; child GraphModules are recompiled the same way. Classes that
     define their own ``recompile`` (the lazy GraphModule) get theirs called."""
     if not isinstance(gm, GraphModule):
-        raise TypeError(f"recompile needs a torch.fx.GraphModule, got {type(gm).__name__}")
+        raise TypeError(
+            f"recompile needs a torch.fx.GraphModule, got {type(gm).__name__}"
+        )
     cls = type(gm)
     if cls.recompile is not GraphModule.recompile or _profiler_metadata():
         result: PythonCode | None = gm.recompile()
@@ -296,4 +314,3 @@ def set_graph(gm: GraphModule, graph: Graph) -> None:
     gm._graph = graph
     graph.owning_module = gm
     recompile(gm)
-

@@ -57,43 +57,159 @@ class Annot:
 
 
 NAMES = [
-    "x", "x_1", "x_01", "x_1_2", "add", "add_1", "input", "list", "id", "sum", "type",
-    "class", "def", "lambda", "self", "getattr", "torch", "inf", "nan", "device", "wrap",
-    "fx_pytree", "pytree", "NoneType", "math_sqrt", "_unnamed", "_1", "__1", "a__2", "conv",
-    "None", "True", "print", "out", "relu", "tests_codegen_test_fuzz_relu", "getattr_1",
-    "_", "a.b", "1x", "weird name", "é",
+    "x",
+    "x_1",
+    "x_01",
+    "x_1_2",
+    "add",
+    "add_1",
+    "input",
+    "list",
+    "id",
+    "sum",
+    "type",
+    "class",
+    "def",
+    "lambda",
+    "self",
+    "getattr",
+    "torch",
+    "inf",
+    "nan",
+    "device",
+    "wrap",
+    "fx_pytree",
+    "pytree",
+    "NoneType",
+    "math_sqrt",
+    "_unnamed",
+    "_1",
+    "__1",
+    "a__2",
+    "conv",
+    "None",
+    "True",
+    "print",
+    "out",
+    "relu",
+    "tests_codegen_test_fuzz_relu",
+    "getattr_1",
+    "_",
+    "a.b",
+    "1x",
+    "weird name",
+    "é",
 ]
 #: node names the emitter leaves to FX (a number suffix beyond 64 bits)
 FALLBACK_NAMES = ["x_99999999999999999999"]
 TARGETS = [
-    operator.add, operator.mul, operator.getitem, operator.neg, operator.not_, operator.iadd,
-    operator.setitem, operator.matmul, torch.relu, torch.add, torch.cat, getattr, len, max,
-    relu, wrapped_fn, math.sqrt, torch.ops.aten.add.Tensor, torch.ops.aten.relu.default,
-    torch.nn.functional.relu, torch.Tensor.add, torch.device,
+    operator.add,
+    operator.mul,
+    operator.getitem,
+    operator.neg,
+    operator.not_,
+    operator.iadd,
+    operator.setitem,
+    operator.matmul,
+    torch.relu,
+    torch.add,
+    torch.cat,
+    getattr,
+    len,
+    max,
+    relu,
+    wrapped_fn,
+    math.sqrt,
+    torch.ops.aten.add.Tensor,
+    torch.ops.aten.relu.default,
+    torch.nn.functional.relu,
+    torch.Tensor.add,
+    torch.device,
 ]
 #: operands of the operators FX writes as expressions (fewer: FX raises)
 SLOTS = {operator.neg: 1, operator.not_: 1, operator.setitem: 3}
-SLOTS.update({f: 2 for f in (operator.add, operator.mul, operator.getitem, operator.iadd,
-                             operator.matmul)})
-METHODS = ["add", "view", "size", "to", "__getitem__", "foo.bar", "not-ident", "class", "relu"]
+SLOTS.update(
+    dict.fromkeys(
+        (operator.add, operator.mul, operator.getitem, operator.iadd, operator.matmul),
+        2,
+    )
+)
+METHODS = [
+    "add",
+    "view",
+    "size",
+    "to",
+    "__getitem__",
+    "foo.bar",
+    "not-ident",
+    "class",
+    "relu",
+]
 PATHS = ["conv", "layer1.0", "layer.0.conv", "a-b", "x.y-z.0", "bn", "self"]
 #: attribute paths the emitter leaves to FX (non-ASCII: Unicode identifier rules)
 FALLBACK_PATHS = ["é.conv", "layer.é"]
 KEYS = ["dim", "out", "alpha", "x", "keepdim", "class", "a b"]
 LEAVES: list[Any] = [
-    torch.float32, torch.int8, torch.bfloat16, torch.device("cpu"), torch.device("cuda", 1),
-    torch.channels_last, torch.contiguous_format, torch.strided, torch.sparse_coo,
-    torch.per_tensor_affine, ..., 1 + 2j, b"ab\x00'", range(3), torch.Size([2, 3]),
-    0.0, -0.0, 1e16, 1e15, 1e-5, 1e-4, 0.1, 1 / 3, 5e-324, 1.7976931348623157e308,
-    math.inf, -math.inf, math.nan, 123456789012345678.0, 2**63 - 1, -(2**63), 2**64, -(2**70),
-    "'", '"', "'\"", "\\", "\n", "# COUNTER: 3", "é", "\x7f\x00", "\t\r", "a'b", "",
+    torch.float32,
+    torch.int8,
+    torch.bfloat16,
+    torch.device("cpu"),
+    torch.device("cuda", 1),
+    torch.channels_last,
+    torch.contiguous_format,
+    torch.strided,
+    torch.sparse_coo,
+    torch.per_tensor_affine,
+    ...,
+    1 + 2j,
+    b"ab\x00'",
+    range(3),
+    torch.Size([2, 3]),
+    0.0,
+    -0.0,
+    1e16,
+    1e15,
+    1e-5,
+    1e-4,
+    0.1,
+    1 / 3,
+    5e-324,
+    1.7976931348623157e308,
+    math.inf,
+    -math.inf,
+    math.nan,
+    123456789012345678.0,
+    2**63 - 1,
+    -(2**63),
+    2**64,
+    -(2**70),
+    "'",
+    '"',
+    "'\"",
+    "\\",
+    "\n",
+    "# COUNTER: 3",
+    "é",
+    "\x7f\x00",
+    "\t\r",
+    "a'b",
+    "",
 ]
 #: values the emitter leaves to FX (written through FX's add_global, or tensors)
 FALLBACK_LEAVES: list[Any] = [Point(1, 2), Color.RED, torch.tensor([1.0, 2.0])]
 ANNOTATIONS: list[Any] = [
-    None, None, None, torch.Tensor, int, float, Annot, type(None),
+    None,
+    None,
+    None,
+    torch.Tensor,
+    int,
+    float,
+    Annot,
+    type(None),
     # string annotations (`from __future__ import annotations`): equal, not identical
-    "torch.Tensor", "".join(["torch.", "Tensor"]), "int",
+    "torch.Tensor",
+    "".join(["torch.", "Tensor"]),  # noqa: FLY002
+    "int",
 ]
 FALLBACK_ANNOTATIONS: list[Any] = [typing.List[int], int | None]  # noqa: UP006
 
@@ -141,7 +257,10 @@ class Draw:
         if kind == "list":
             return [self.value(nodes, depth + 1) for _ in range(n)]
         if kind == "dict":
-            return {self.draw(st.text(max_size=4)): self.value(nodes, depth + 1) for _ in range(n)}
+            return {
+                self.draw(st.text(max_size=4)): self.value(nodes, depth + 1)
+                for _ in range(n)
+            }
         return slice(*(self.value(nodes, depth + 1) for _ in range(3)))
 
     def among(self, options: list[Any], fallback_options: list[Any]) -> Any:
@@ -166,7 +285,9 @@ def graphs(draw: Any, fallbacks: bool) -> tuple[Graph, bool]:
         if draw(st.booleans()):
             node = g.placeholder(target, type_expr=d.annotation())
         else:
-            node = g.placeholder(target, type_expr=d.annotation(), default_value=d.value(nodes))
+            node = g.placeholder(
+                target, type_expr=d.annotation(), default_value=d.value(nodes)
+            )
         placeholders.append(target)
         nodes.append(node)
     for _ in range(draw(st.integers(0, 12))):
@@ -191,7 +312,9 @@ def graphs(draw: Any, fallbacks: bool) -> tuple[Graph, bool]:
             target = d.among(PATHS, FALLBACK_PATHS)
             if op == "get_attr":
                 args, kwargs = (), {}
-        node = g.create_node(op, target, args, kwargs, name=name, type_expr=d.annotation())
+        node = g.create_node(
+            op, target, args, kwargs, name=name, type_expr=d.annotation()
+        )
         if target is wrapped_fn:
             node.meta["is_wrapped"] = True
         nodes.append(node)
