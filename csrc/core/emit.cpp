@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <stdexcept>
 #include <unordered_set>
 #include <utility>
@@ -102,24 +103,39 @@ void append_int(std::string& out, std::int64_t v) {
 }
 
 /// FX's `_Namespace`: unique names for nodes and globals (`create_name`).
+/// Names live in an arena (stable addresses); the sets and maps key on views.
 class Namespace {
 public:
-    explicit Namespace(const IllegalNames& illegal) : illegal_(illegal) {}
+    Namespace(const IllegalNames& illegal, std::size_t expected) {
+        for(const auto& [name, key] : illegal) {
+            illegal_.emplace(name, key);
+        }
+        used_.reserve(2 * expected + 16);
+        base_count_.reserve(expected + 16);
+    }
 
-    const std::string& create_name(std::string_view candidate_in, std::uint64_t obj) {
-        const auto hit = obj_to_name_.find(obj);
-        if(hit != obj_to_name_.end()) {
-            return hit->second;
+    /// `remember`: look the object up first and record its name (globals; a
+    /// node is named once, its emitter caches the name).
+    std::string_view create_name(std::string_view candidate_in, std::uint64_t obj, bool remember) {
+        if(remember) {
+            const auto hit = obj_to_name_.find(obj);
+            if(hit != obj_to_name_.end()) {
+                return hit->second;
+            }
         }
         if(has_non_ascii(candidate_in)) {
             throw Unsupported("a non-ASCII name");
         }
-        std::string candidate(candidate_in);
+        if(candidate_in.find('\n') != std::string_view::npos) {
+            // (FX's name pattern ends in `$`, which also matches before a final newline)
+            throw Unsupported("a name with a newline");
+        }
+        std::string_view candidate = candidate_in;
+        std::string cleaned;
         std::string_view base;
         std::string_view num;
         if(!split_name(candidate, base, num)) {
             // _illegal_char_regex.sub("_", candidate): runs of other characters -> "_"
-            std::string cleaned;
             bool in_run = false;
             for(const char c : candidate) {
                 if(is_ident_char(c)) {
@@ -136,47 +152,52 @@ public:
             if(is_digit(cleaned[0])) {
                 cleaned.insert(0, 1, '_');
             }
-            candidate = std::move(cleaned);
+            candidate = cleaned;
             if(!split_name(candidate, base, num)) {
                 throw Unsupported("a name FX cannot normalise");
             }
         }
-        const std::string base_s(base);
+        std::string numbered;
+        auto renumber = [&](std::int64_t n) {
+            numbered.assign(base.data(), base.size());
+            numbered += '_';
+            append_int(numbered, n);
+            candidate = numbered;
+        };
         std::int64_t n = 0;
+        const auto bc = base_count_.find(base);
         if(num.empty() || used_.count(candidate) != 0) {
-            const auto bc = base_count_.find(base_s);
             n = bc == base_count_.end() ? 0 : bc->second;
             const auto il = illegal_.find(candidate);
             if(il != illegal_.end() && il->second != obj) {
-                ++n;
-                candidate = numbered(base_s, n);
+                renumber(++n);
             }
         } else {
             if(num.size() > 18) {
                 throw Unsupported("a name with a very long number suffix");
             }
-            n = 0;
             for(const char c : num) {
                 n = n * 10 + (c - '0');
             }
         }
         while(used_.count(candidate) != 0) {
-            ++n;
-            candidate = numbered(base_s, n);
+            renumber(++n);
         }
-        used_.insert(candidate);
-        base_count_[base_s] = n;
-        return obj_to_name_.emplace(obj, std::move(candidate)).first->second;
+        store_.emplace_back(candidate);
+        const std::string_view stored = store_.back();
+        used_.insert(stored);
+        if(bc != base_count_.end()) {
+            bc->second = n;
+        } else {
+            base_count_.emplace(stored.substr(0, base.size()), n);
+        }
+        if(remember) {
+            obj_to_name_.emplace(obj, stored);
+        }
+        return stored;
     }
 
 private:
-    static std::string numbered(const std::string& base, std::int64_t n) {
-        std::string s = base;
-        s += '_';
-        append_int(s, n);
-        return s;
-    }
-
     /// `_name_regex` = ^([a-zA-Z_][0-9a-zA-Z_]*?)(?:_(\d+))?$ on ASCII text:
     /// base = the shortest prefix whose rest is empty or `_digits`.
     static bool split_name(std::string_view s, std::string_view& base, std::string_view& num) {
@@ -199,46 +220,53 @@ private:
         return true;
     }
 
-    const IllegalNames& illegal_;
-    std::unordered_map<std::uint64_t, std::string> obj_to_name_;
-    std::unordered_set<std::string> used_;
-    std::unordered_map<std::string, std::int64_t> base_count_;
+    std::unordered_map<std::string_view, std::uint64_t> illegal_;
+    std::deque<std::string> store_;
+    std::unordered_map<std::uint64_t, std::string_view> obj_to_name_;
+    std::unordered_set<std::string_view> used_;
+    std::unordered_map<std::string_view, std::int64_t> base_count_;
 };
 
-/// `_format_target(base, target)`.
+/// `_format_target(base, target)`: each non-identifier element wraps what is
+/// left of it in `getattr(..., "e")`, so the text is `getattr(` once per such
+/// element, the base, then the elements in order.
 void format_target(std::string& out, std::string_view base, std::string_view target) {
     if(has_non_ascii(target)) {
         throw Unsupported("a non-ASCII attribute path");
     }
-    std::string r(base);
-    std::size_t start = 0;
-    while(true) {
-        const std::size_t dot = target.find('.', start);
-        const std::string_view e =
-            target.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    auto for_each = [&](auto&& f) {
+        std::size_t start = 0;
+        while(true) {
+            const std::size_t dot = target.find('.', start);
+            f(target.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+            if(dot == std::string_view::npos) {
+                return;
+            }
+            start = dot + 1;
+        }
+    };
+    for_each([&](std::string_view e) {
         if(!is_identifier(e)) {
-            std::string wrapped = "getattr(";
-            wrapped += r;
-            wrapped += ", \"";
-            wrapped += e;
-            wrapped += "\")";
-            r = std::move(wrapped);
+            out += "getattr(";
+        }
+    });
+    out += base;
+    for_each([&](std::string_view e) {
+        if(is_identifier(e)) {
+            out += '.';
+            out += e;
         } else {
-            r += '.';
-            r += e;
+            out += ", \"";
+            out += e;
+            out += "\")";
         }
-        if(dot == std::string_view::npos) {
-            break;
-        }
-        start = dot + 1;
-    }
-    out += r;
+    });
 }
 
 class Emitter {
 public:
     Emitter(const EmitGraph& g, const IllegalNames& illegal)
-        : g_(g), ns_(illegal), index_(g.key.size()), names_(g.key.size()) {}
+        : g_(g), ns_(illegal, g.key.size()), index_(g.key.size()), names_(g.key.size()) {}
 
     EmitResult run(const PrologueFn& prologue) {
         const std::size_t n = g_.key.size();
@@ -311,35 +339,47 @@ private:
         return g_.tok[p];
     }
 
-    std::string add_global(std::int32_t gid) {
+    /// FX's `add_global`: the same object always gets the name it got first.
+    const std::string& add_global(std::int32_t gid) {
         if(gid < 0 || static_cast<std::size_t>(gid) >= g_.globals.size()) {
             throw std::invalid_argument("emit_python: global index out of range");
         }
-        const GlobalRef& ref = g_.globals[static_cast<std::size_t>(gid)];
+        const auto u = static_cast<std::size_t>(gid);
+        if(global_text_.size() != g_.globals.size()) {
+            global_text_.assign(g_.globals.size(), std::string());
+            global_done_.assign(g_.globals.size(), false);
+        }
+        if(global_done_[u]) {
+            return global_text_[u];
+        }
+        const GlobalRef& ref = g_.globals[u];
         if(ref.literal) {
-            return std::string(str(ref.hint));
-        }
-        const std::string& name = ns_.create_name(str(ref.hint), ref.key);
-        const auto hit = global_keys_.find(name);
-        if(hit != global_keys_.end()) {
-            if(hit->second != ref.key) {
-                throw Unsupported("two globals under one name");
+            global_text_[u] = std::string(str(ref.hint));
+        } else {
+            std::string name(ns_.create_name(str(ref.hint), ref.key, true));
+            const auto hit = global_keys_.find(name);
+            if(hit != global_keys_.end()) {
+                if(hit->second != ref.key) {
+                    throw Unsupported("two globals under one name");
+                }
+            } else {
+                global_keys_.emplace(name, ref.key);
+                globals_.emplace_back(name, gid);
             }
-            return name;
+            global_text_[u] = std::move(name);
         }
-        global_keys_.emplace(name, ref.key);
-        globals_.emplace_back(name, gid);
-        return name;
+        global_done_[u] = true;
+        return global_text_[u];
     }
 
     /// repr(node): its name in the code's namespace, created on first use.
-    const std::string& node_name(std::int32_t i) {
-        auto& slot = names_[static_cast<std::size_t>(i)];
-        if(slot == nullptr) {
-            slot = &ns_.create_name(str(g_.name[static_cast<std::size_t>(i)]),
-                                    g_.key[static_cast<std::size_t>(i)]);
+    std::string_view node_name(std::int32_t i) {
+        const auto u = static_cast<std::size_t>(i);
+        if(!named_[u]) {
+            names_[u] = ns_.create_name(str(g_.name[u]), g_.key[u], false);
+            named_[u] = true;
         }
-        return *slot;
+        return names_[u];
     }
 
     std::int32_t node_of_key(std::uint64_t key) const {
@@ -499,8 +539,10 @@ private:
         std::vector<std::size_t> kw_pos;  ///< start of each kwarg (its key word)
     };
 
-    Args read_args(std::int32_t i) const {
-        Args a;
+    const Args& read_args(std::int32_t i) {
+        Args& a = args_;
+        a.pos.clear();
+        a.kw_pos.clear();
         std::size_t p = static_cast<std::size_t>(g_.tok_off[static_cast<std::size_t>(i)]);
         const std::int64_t nargs = word(p++);
         for(std::int64_t j = 0; j < nargs; ++j) {
@@ -546,14 +588,18 @@ private:
 
     /// `template.format(*(reprs of args))`.
     void format_template(std::string& out, std::string_view tmpl, const Args& a) {
-        std::vector<std::string> reprs(a.pos.size());
+        std::vector<std::string>& reprs = reprs_;
+        if(reprs.size() < a.pos.size()) {
+            reprs.resize(a.pos.size());
+        }
         for(std::size_t j = 0; j < a.pos.size(); ++j) {
+            reprs[j].clear();
             one(reprs[j], a.pos[j]);
         }
         std::size_t next = 0;
         for(std::size_t c = 0; c < tmpl.size(); ++c) {
             if(tmpl[c] == '{' && c + 1 < tmpl.size() && tmpl[c + 1] == '}') {
-                if(next >= reprs.size()) {
+                if(next >= a.pos.size()) {
                     throw Unsupported("an operator node with too few arguments");
                 }
                 out += reprs[next++];
@@ -583,7 +629,7 @@ private:
         if(g_.type[u] >= 0) {
             ann = " : " + type_text;
         }
-        const Args a = read_args(i);
+        const Args& a = read_args(i);
         switch(g_.op[u]) {
         case NodeOp::placeholder: {
             const std::string_view target = str(g_.target[u]);
@@ -600,7 +646,7 @@ private:
                     raw += c;
                 }
             }
-            const std::string& name = node_name(i);
+            const std::string_view name = node_name(i);
             if(raw != name) {
                 body += name;
                 body += " = ";
@@ -679,7 +725,7 @@ private:
             one(body, a.pos[0]);
             return;
         }
-        const std::string global_name = add_global(c.text);
+        const std::string& global_name = add_global(c.text);
         if(global_name == "getattr") {
             if(a.pos.size() < 2) {
                 throw Unsupported("a getattr call with fewer than two arguments");
@@ -841,8 +887,13 @@ private:
     const EmitGraph& g_;
     Namespace ns_;
     KeyIndex index_;
-    std::vector<const std::string*> names_;
+    Args args_;  // the current node's (reused: no allocation per node)
+    std::vector<std::string> reprs_;
+    std::vector<std::string_view> names_;
+    std::vector<bool> named_ = std::vector<bool>(g_.key.size(), false);
     std::unordered_map<std::string, std::uint64_t> global_keys_;
+    std::vector<std::string> global_text_;
+    std::vector<bool> global_done_;
     std::vector<std::pair<std::string, std::int32_t>> globals_;
     std::vector<std::string> free_vars_;
     std::string return_annotation_;
