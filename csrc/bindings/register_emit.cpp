@@ -299,11 +299,13 @@ private:
                 for(Py_ssize_t k = 0; k < nargs; ++k) {
                     encode(PyTuple_GET_ITEM(args.ptr(), k), false);
                 }
-                g.tok.push_back(PyDict_Size(kwargs.ptr()));
+                const Py_ssize_t nkw = PyDict_GET_SIZE(kwargs.ptr());
+                g.tok.push_back(nkw);
                 Py_ssize_t pos = 0;
                 PyObject* k = nullptr;
                 PyObject* v = nullptr;
-                while(PyDict_Next(kwargs.ptr(), &pos, &k, &v)) {
+                // (most nodes have none: do not touch the entries table then)
+                while(nkw > 0 && PyDict_Next(kwargs.ptr(), &pos, &k, &v)) {
                     if(!PyUnicode_CheckExact(k)) {
                         throw NotCovered{"a keyword argument name that is not a str"};
                     }
