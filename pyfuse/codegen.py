@@ -240,7 +240,10 @@ def try_python_code(graph: Graph, root_module: str = "self") -> PythonCode | str
     def gen_fn_def(free_vars: list[str], ret: str) -> str:
         return str(cg.gen_fn_def(free_vars, ret, expanded_def=False))
 
-    got = _get_emitter().emit(graph.nodes, root_module, prefix, suffix, gen_fn_def)
+    try:
+        got = _get_emitter().emit(graph.nodes, root_module, prefix, suffix, gen_fn_def)
+    except Exception as e:  # noqa: BLE001 - a node the reader cannot read: FX decides
+        return f"emitter error: {type(e).__name__}: {e}"
     if isinstance(got, str):
         return got
     src, globals_, lineno_map, prologue_start = got

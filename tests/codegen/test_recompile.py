@@ -183,6 +183,15 @@ def test_fallback_with_show_meta(monkeypatch):
     assert codegen.try_python_code(g) == "FX_GRAPH_SHOW_META=1"
 
 
+def test_unreadable_node_falls_back():
+    """A node the native reader cannot read (here: a name that is not a str) is
+    FX's to write (or to reject): the emitter reports and writes nothing."""
+    g = torch.fx.symbolic_trace(Net()).graph
+    node = next(iter(g.nodes))
+    node.name = 42  # type: ignore[assignment]
+    assert codegen.try_python_code(g) == "a node name that is not a str"
+
+
 def test_annotations_and_defaults_are_native():
     """Net.forward's annotations (strings here: this module has postponed
     annotations) and default value, and real types, are written natively."""
