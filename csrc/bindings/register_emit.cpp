@@ -6,6 +6,7 @@
 // objects that need Python (call targets, type annotations, unusual argument
 // types) are handed in by pyfuse.codegen.
 #include <cstring>
+#include <deque>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -52,13 +53,20 @@ public:
         }
         for(auto item : illegal) {
             keep_.append(item.second);
-            illegal_.emplace(item.first.cast<std::string>(), key_of(item.second.ptr()));
+            illegal_names_.push_back(item.first.cast<std::string>());
+            illegal_.emplace(illegal_names_.back(), key_of(item.second.ptr()));
         }
         for(auto item : prefill) {
             prefill_.push_back(global_spec(item.cast<py::tuple>()));
         }
         wrap_ = global_spec(wrap);
     }
+
+    PyEmitter(const PyEmitter&) = delete;  // illegal_ views illegal_names_
+    PyEmitter& operator=(const PyEmitter&) = delete;
+    PyEmitter(PyEmitter&&) = delete;
+    PyEmitter& operator=(PyEmitter&&) = delete;
+    ~PyEmitter() = default;
 
     /// Returns (src, globals, lineno_map, prologue_start), or a str: why the
     /// graph is not covered.
@@ -102,17 +110,32 @@ public:
     }
 
 private:
+    /// Interned attribute names and op names (made once).
+    struct Names {
+        static py::str interned(const char* s) {
+            return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(s));
+        }
+        py::str op = interned("op"), name = interned("name"), target = interned("target"),
+                args = interned("_args"), kwargs = interned("_kwargs"), type = interned("type"),
+                users = interned("users"), inputs = interned("_input_nodes"),
+                meta = interned("meta"), wrapped = interned("is_wrapped");
+        std::vector<py::str> ops{interned("placeholder"), interned("get_attr"),
+                                 interned("call_module"), interned("call_function"),
+                                 interned("call_method"), interned("output")};
+    };
+
     struct Spec {
-        std::string hint;
+        py::str hint;
         py::object obj;
         bool literal = false;
     };
 
     Spec global_spec(const py::tuple& t) {
-        if(t.size() != 3) {
-            throw py::value_error("a global spec is (name, object, literal)");
+        if(t.size() != 3 || !PyUnicode_CheckExact(t[0].ptr())) {
+            throw py::value_error("a global spec is (name: str, object, literal)");
         }
-        return Spec{t[0].cast<std::string>(), py::reinterpret_borrow<py::object>(t[1]), t[2].cast<bool>()};
+        return Spec{py::reinterpret_borrow<py::str>(t[0]), py::reinterpret_borrow<py::object>(t[1]),
+                    t[2].cast<bool>()};
     }
 
     /// The state of one emit() call: the flattened graph and what keeps its
@@ -161,9 +184,10 @@ private:
             return first;
         }
 
-        std::int32_t add_global(const std::string& hint, PyObject* obj_in, bool literal) {
+        /// `hint`: a str alive for the call.
+        std::int32_t add_global(PyObject* hint, PyObject* obj_in, bool literal) {
             PyObject* obj = canonical(obj_in);
-            const std::int32_t hid = add_owned(py::str(hint));
+            const std::int32_t hid = add_pystr(hint);
             g.globals.push_back(core::GlobalRef{hid, key_of(obj), literal});
             objs.push_back(obj);
             return static_cast<std::int32_t>(g.globals.size() - 1);
@@ -171,20 +195,17 @@ private:
 
         void read(const py::iterable& nodes) {
             for(const Spec& s : em.prefill_) {
-                add_global(s.hint, s.obj.ptr(), s.literal);
+                add_global(s.hint.ptr(), s.obj.ptr(), s.literal);
             }
             g.num_prefill = static_cast<std::int32_t>(g.globals.size());
-            g.wrap_global = add_global(em.wrap_.hint, em.wrap_.obj.ptr(), em.wrap_.literal);
+            g.wrap_global = add_global(em.wrap_.hint.ptr(), em.wrap_.obj.ptr(), em.wrap_.literal);
 
-            const py::str s_op("op"), s_name("name"), s_target("target"), s_args("_args"),
-                s_kwargs("_kwargs"), s_type("type"), s_users("users"), s_inputs("_input_nodes"),
-                s_meta("meta"), s_wrapped("is_wrapped");
-            static const char* const op_names[] = {"placeholder", "get_attr", "call_module",
-                                                   "call_function", "call_method", "output"};
-            std::vector<py::str> ops;
-            for(const char* o : op_names) {
-                ops.emplace_back(o);
-            }
+            const Names& nm = em.names_;
+            const py::str &s_op = nm.op, &s_name = nm.name, &s_target = nm.target,
+                          &s_args = nm.args, &s_kwargs = nm.kwargs, &s_type = nm.type,
+                          &s_users = nm.users, &s_inputs = nm.inputs, &s_meta = nm.meta,
+                          &s_wrapped = nm.wrapped;
+            const std::vector<py::str>& ops = nm.ops;
             Py_ssize_t expected = PyObject_Length(nodes.ptr());
             if(expected < 0) {
                 PyErr_Clear();
@@ -329,6 +350,14 @@ private:
             }
         }
 
+        static PyObject* str_item(const py::tuple& t, std::size_t i) {
+            PyObject* item = t[i].ptr();
+            if(!PyUnicode_CheckExact(item)) {
+                throw py::type_error("a classifier returned a name that is not a str");
+            }
+            return item;
+        }
+
         std::int32_t callee(PyObject* target) {
             const auto hit = callee_of.find(target);
             if(hit != callee_of.end()) {
@@ -343,7 +372,8 @@ private:
             core::Callee c;
             c.kind = static_cast<core::CalleeKind>(kind);
             if(kind == static_cast<int>(core::CalleeKind::global)) {
-                c.text = add_global(t[1].cast<std::string>(), target, t[2].cast<bool>());
+                keep.append(t);  // owns the hint
+                c.text = add_global(str_item(t, 1), target, t[2].cast<bool>());
             } else {
                 c.text = add_owned(py::str(t[1]));
             }
@@ -363,7 +393,8 @@ private:
                 throw NotCovered{"a type annotation it does not cover"};
             }
             const auto t = spec.cast<py::tuple>();  // (text, literal)
-            const std::int32_t id = add_global(t[0].cast<std::string>(), type, t[1].cast<bool>());
+            keep.append(t);  // owns the hint
+            const std::int32_t id = add_global(str_item(t, 0), type, t[1].cast<bool>());
             type_of.emplace(type, id);
             return id;
         }
@@ -523,6 +554,8 @@ private:
     py::function classify_callee_;
     py::function classify_type_;
     py::list keep_;
+    Names names_;
+    std::deque<std::string> illegal_names_;  // the strings illegal_ views (stable)
     core::IllegalNames illegal_;
     std::vector<Spec> prefill_;
     Spec wrap_;

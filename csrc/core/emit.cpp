@@ -106,10 +106,7 @@ void append_int(std::string& out, std::int64_t v) {
 /// Names live in an arena (stable addresses); the sets and maps key on views.
 class Namespace {
 public:
-    Namespace(const IllegalNames& illegal, std::size_t expected) {
-        for(const auto& [name, key] : illegal) {
-            illegal_.emplace(name, key);
-        }
+    Namespace(const IllegalNames& illegal, std::size_t expected) : illegal_(illegal) {
         used_.reserve(2 * expected + 16);
         base_count_.reserve(expected + 16);
     }
@@ -220,7 +217,7 @@ private:
         return true;
     }
 
-    std::unordered_map<std::string_view, std::uint64_t> illegal_;
+    const IllegalNames& illegal_;
     std::deque<std::string> store_;
     std::unordered_map<std::uint64_t, std::string_view> obj_to_name_;
     std::unordered_set<std::string_view> used_;

@@ -78,8 +78,9 @@ struct Callee {
 };
 
 /// Keywords, builtins and FX's custom builtins: name -> key of the object the
-/// name is reserved for (a global with that identity may take the name).
-using IllegalNames = std::unordered_map<std::string, std::uint64_t>;
+/// name is reserved for (a global with that identity may take the name). The
+/// caller owns the strings the keys view (built once, reused for every graph).
+using IllegalNames = std::unordered_map<std::string_view, std::uint64_t>;
 
 /// One graph, flattened by the binding. Node references are object keys.
 struct EmitGraph {
