@@ -484,6 +484,10 @@ private:
                 if(PyUnicode_IS_ASCII(o)) {
                     g.tok.push_back(core::tok::str);
                     g.tok.push_back(add_pystr(o));
+                } else if(PyUnicode_IsIdentifier(o) == 1) {
+                    // (Unicode identifier rules: Python decides, for FX's getattr shortcut)
+                    text(o, core::tok::uident);
+                    g.tok.push_back(add_pystr(o));
                 } else {
                     text(o, core::tok::ustr);
                 }

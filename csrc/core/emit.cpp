@@ -423,6 +423,9 @@ private:
         case tok::ustr:
             ++p;
             return;
+        case tok::uident:
+            p += 2;
+            return;
         case tok::none:
         case tok::true_:
         case tok::false_:
@@ -485,6 +488,10 @@ private:
         case tok::text:
         case tok::ustr:
             out += str(word(p++));
+            return;
+        case tok::uident:
+            out += str(word(p));
+            p += 2;
             return;
         case tok::tuple:
         case tok::list: {
@@ -728,8 +735,15 @@ private:
                 throw Unsupported("a getattr call with fewer than two arguments");
             }
             const std::int64_t k = word(a.pos[1]);
-            if(k == tok::ustr) {
-                throw Unsupported("a getattr call with a non-ASCII attribute name");
+            if(k == tok::uident && a.pos.size() == 2) {
+                // an identifier (no dots): `_format_target` appends `.attr`
+                body += node_name(i);
+                body += ann;
+                body += " = ";
+                one(body, a.pos[0]);
+                body += '.';
+                body += str(word(a.pos[1] + 2));
+                return;
             }
             if(k == tok::str && a.pos.size() == 2) {
                 const std::string_view attr = str(word(a.pos[1] + 1));

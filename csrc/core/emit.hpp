@@ -56,6 +56,7 @@ constexpr std::int64_t list = 9;    ///< + n, then n values: `[a, b]`
 constexpr std::int64_t dict = 10;   ///< + n, then n key/value pairs: `{k: v}`
 constexpr std::int64_t slice = 11;  ///< then 3 values: `slice(a, b, c)`
 constexpr std::int64_t ustr = 12;   ///< + string id: a non-ASCII str, its repr written as is
+constexpr std::int64_t uident = 13; ///< + repr id + str id: a non-ASCII str that is an identifier
 }  // namespace tok
 
 /// An object the code names through the global namespace (a function, a type).

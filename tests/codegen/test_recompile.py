@@ -251,3 +251,14 @@ def test_float_repr_is_pythons(x):
 )
 def test_float_repr_edges(x):
     assert _core.float_repr(x) == repr(x)
+
+
+def test_getattr_with_non_ascii_names_is_native():
+    """FX's getattr shortcut for non-ASCII identifiers (Python's own rule decides)."""
+    g = Graph()
+    x = g.placeholder("x")
+    a = g.call_function(getattr, (x, "é"))
+    b = g.call_function(getattr, (x, "1é"))
+    g.output((a, b))
+    assert same_code(g) is None
+    assert "getattr_1 = x.é" in g.python_code("self").src
