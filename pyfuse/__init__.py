@@ -27,6 +27,7 @@ __all__ = [
     "fuse_fx",
     "patch_torch",
     "patched",
+    "recompile",
     "unpatch_torch",
 ]
 
@@ -41,6 +42,7 @@ _HOME = {
     "GraphModuleRequired": "errors",
     "fuse": "fx.pipeline",
     "fuse_fx": "fx.pipeline",
+    "recompile": "codegen",
 }
 
 # (light: it imports the pass on first call; imported here because the module
@@ -49,6 +51,7 @@ from .explain import Explanation, explain
 
 if TYPE_CHECKING:
     from .adopt import patch_torch, patched, unpatch_torch
+    from .codegen import recompile
     from .errors import FusionError, GraphModuleRequired
     from .fx.pipeline import fuse, fuse_fx
     from .report import FuseReport, Skipped

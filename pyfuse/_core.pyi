@@ -81,3 +81,27 @@ class Interner:
     def flatten(
         self, nodes: Iterable[Any], root: Any
     ) -> tuple[FlatGraph, list[Any], list[Any], list[int]]: ...
+
+class Emitter:
+    def __init__(
+        self,
+        illegal: dict[str, Any],
+        prefill: list[tuple[str, Any, bool]],
+        wrap: tuple[str, Any, bool],
+        node_type: type,
+        immutable_list: type,
+        immutable_dict: type,
+        classify_value: Callable[[type], int],
+        classify_callee: Callable[[Any], tuple[int, str, bool] | None],
+        classify_type: Callable[[Any], tuple[str, bool] | None],
+    ) -> None: ...
+    def emit(
+        self,
+        nodes: Iterable[Any],
+        root_module: str,
+        return_prefix: str,
+        return_suffix: str,
+        gen_fn_def: Callable[[list[str], str], str],
+    ) -> tuple[str, dict[str, Any], dict[int, int | None], int] | str: ...
+
+def float_repr(x: float) -> str: ...

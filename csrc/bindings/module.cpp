@@ -14,4 +14,5 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.attr("build_info") = PYFUSE_BUILD_INFO;
     pyfuse::bindings::register_automaton(m);
     pyfuse::bindings::register_flatten(m);
+    pyfuse::bindings::register_emit(m);
 }

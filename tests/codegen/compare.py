@@ -1,0 +1,32 @@
+"""Text comparison of the native emitter with torch.fx's own code generation."""
+
+from __future__ import annotations
+
+import difflib
+
+from torch.fx import Graph
+
+from pyfuse import codegen
+
+
+def same_code(graph: Graph, root_module: str = "self") -> str | None:
+    """Asserts the emitter writes exactly what ``graph.python_code`` writes (source,
+    globals by name and identity, line map, prologue start). Returns None, or the
+    reason the emitter handed the graph back to FX."""
+    ref = graph.python_code(root_module)
+    got = codegen.try_python_code(graph, root_module)
+    if isinstance(got, str):
+        return got
+    if got.src != ref.src:
+        diff = "\n".join(
+            difflib.unified_diff(
+                ref.src.splitlines(), got.src.splitlines(), "fx", "pyfuse", lineterm=""
+            )
+        )
+        raise AssertionError(f"emitted source differs from FX's:\n{diff}")
+    assert list(got.globals) == list(ref.globals)
+    for name, obj in ref.globals.items():
+        assert got.globals[name] is obj, name
+    assert got._lineno_map == ref._lineno_map
+    assert got._prologue_start == ref._prologue_start
+    return None
