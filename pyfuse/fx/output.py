@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule
 
+from ..codegen import set_graph
 from .fusers import new_module, registration_hooks
 
 __all__ = ["build_output"]
@@ -104,5 +105,6 @@ def build_output(
     graph._tracer_cls = None
     graph._tracer_extras = None
     graph._co_fields = {}
-    out.graph = graph
+    # `out.graph = graph`, with the code written by the native emitter (same text)
+    set_graph(out, graph)
     return out

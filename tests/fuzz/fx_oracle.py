@@ -437,18 +437,25 @@ def _kind(reason):
     raise AssertionError(reason)
 
 
+def _user_names(nodes):
+    """How the report names a match's nodes: in forward (graph) order, the module
+    path of a call_module node and the node name otherwise."""
+    order = {n: i for i, n in enumerate(nodes[0].graph.nodes)}
+    return tuple(
+        str(n.target) if n.op == "call_module" else n.name
+        for n in sorted(nodes, key=order.__getitem__)
+    )
+
+
 def _check_skipped(exp, report):
-    want = collections.Counter(
-        frozenset(n.name for n in f.claimed) for f, _ in exp.skipped
-    )
-    got = collections.Counter(frozenset(s.nodes) for s in report.skipped)
+    want = collections.Counter(_user_names(f.claimed) for f, _ in exp.skipped)
+    got = collections.Counter(tuple(s.nodes) for s in report.skipped)
     assert got == want, (
-        f"skipped matches: expected {sorted(map(sorted, want))}, pyfuse's report "
-        f"{report.skipped!r}"
+        f"skipped matches: expected {sorted(want)}, pyfuse's report {report.skipped!r}"
     )
-    names = {frozenset(n.name for n in f.claimed): f for f, _ in exp.skipped}
+    names = {_user_names(f.claimed): f for f, _ in exp.skipped}
     for s in report.skipped:
-        f = names[frozenset(s.nodes)]
+        f = names[tuple(s.nodes)]
         assert f.root.target in s.reason or f.root.name in s.reason, (
             f"the reason {s.reason!r} names neither module {f.root.target!r} nor "
             f"node {f.root.name!r}"

@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "pyfuse.engine.patterns": 2,
     "pyfuse.engine.flatten": 3,
     "pyfuse.engine.matching": 4,
+    # the native code emitter (pyfuse.recompile), used by both flows' outputs
+    "pyfuse.codegen": 5,
     # the FX pass, stage by stage
     "pyfuse.fx": 10,
     "pyfuse.fx.folding": 10,
@@ -49,18 +51,21 @@ LAYERS: dict[str, int] = {
     "pyfuse.explain": 20,
     "pyfuse.adopt": 20,
     "pyfuse.pt2e": 20,
-    "pyfuse.codegen": 20,
     "pyfuse.models": 20,
     # the public surface
     "pyfuse": 24,
     # the benchmark command: may import everything above
+    "pyfuse.bench.load": 25,
     "pyfuse.bench.specs": 25,
+    "pyfuse.bench.realwidth": 26,
     "pyfuse.bench.workloads": 26,
-    "pyfuse.bench.tables": 26,
-    "pyfuse.bench.harness": 27,
-    "pyfuse.bench": 28,
+    "pyfuse.bench.runner": 27,
+    "pyfuse.bench.tables": 28,
+    "pyfuse.bench.profile": 29,
+    "pyfuse.bench.harness": 30,
+    "pyfuse.bench": 31,
     # the CLI
-    "pyfuse.__main__": 30,
+    "pyfuse.__main__": 40,
 }
 
 
