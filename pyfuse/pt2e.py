@@ -69,24 +69,24 @@ def fuse_linear_bn_(m: GraphModule) -> FuseReport:
 # Adoption: torchao's prepare_pt2e calls the functions it imported from
 # torchao.quantization.pt2e.utils; both bindings are replaced.
 
-_PATCHED = (
-    ("torchao.quantization.pt2e.utils", "_fuse_conv_bn_", fuse_conv_bn_),
-    ("torchao.quantization.pt2e.utils", "_fuse_linear_bn_", fuse_linear_bn_),
-    ("torchao.quantization.pt2e.quantize_pt2e", "_fuse_conv_bn_", fuse_conv_bn_),
-    ("torchao.quantization.pt2e.quantize_pt2e", "_fuse_linear_bn_", fuse_linear_bn_),
+def _conv_hook(m: GraphModule) -> None:
+    """torchao's ``_fuse_conv_bn_`` signature (returns None)."""
+    fuse_conv_bn_(m)
+
+
+def _linear_hook(m: GraphModule) -> None:
+    """torchao's ``_fuse_linear_bn_`` signature (returns None)."""
+    fuse_linear_bn_(m)
+
+
+_PATCHED: tuple[tuple[str, str, Callable[[GraphModule], None]], ...] = (
+    ("torchao.quantization.pt2e.utils", "_fuse_conv_bn_", _conv_hook),
+    ("torchao.quantization.pt2e.utils", "_fuse_linear_bn_", _linear_hook),
+    ("torchao.quantization.pt2e.quantize_pt2e", "_fuse_conv_bn_", _conv_hook),
+    ("torchao.quantization.pt2e.quantize_pt2e", "_fuse_linear_bn_", _linear_hook),
 )
 _saved: dict[tuple[str, str], Callable[..., Any]] = {}
 _lock = threading.Lock()
-
-
-def _drop_report(fn: Callable[[GraphModule], FuseReport]) -> Callable[[GraphModule], None]:
-    def fold(m: GraphModule) -> None:
-        fn(m)
-
-    fold.__name__ = fn.__name__
-    fold.__doc__ = fn.__doc__
-    fold.__wrapped__ = fn  # type: ignore[attr-defined]
-    return fold
 
 
 def patch_torchao() -> None:
@@ -100,7 +100,7 @@ def patch_torchao() -> None:
         for name, attr, fn in _PATCHED:
             _saved[(name, attr)] = getattr(modules[name], attr)
         for name, attr, fn in _PATCHED:
-            setattr(modules[name], attr, _drop_report(fn))
+            setattr(modules[name], attr, fn)
 
 
 def unpatch_torchao() -> None:

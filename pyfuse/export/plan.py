@@ -140,8 +140,6 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
         return None
     what = _kind_name(producer, prod)
     args = _norm_args(bn, norm)
-    if norm.training >= 0 and args[norm.training] is not False:
-        raise _Skip("BatchNorm normalizes with batch statistics (training=True)")
     keys: list[str | None] = []
     for i, name in ((1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")):
         a = args[i]
@@ -154,6 +152,8 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
         if k is None:
             raise _Skip(f"BatchNorm {name} is not a constant ({a})")
         keys.append(k)
+    if norm.training >= 0 and args[norm.training] is not False:
+        raise _Skip("BatchNorm normalizes with batch statistics (training=True)")
     eps = args[norm.eps]
     if not isinstance(eps, float | int) or isinstance(eps, bool):
         raise _Skip(f"BatchNorm eps is not a number ({eps!r})")
