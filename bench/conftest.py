@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from pyfuse import _workloads as W
+from pyfuse.bench import workloads as W
 
 SIZE_SET = os.environ.get("PYFUSE_BENCH_SIZES", "small")
 
@@ -71,9 +71,9 @@ def qat() -> bool:
 
 @pytest.fixture(scope="session")
 def reference_fuse() -> Callable[..., Any]:
-    from torch.ao.quantization.fx.fuse import fuse
+    from tests.support.contract import REFERENCE_FUSE
 
-    return fuse
+    return REFERENCE_FUSE
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Print the pyfuse benchmark table: ``python bench/report.py [pyfuse bench options]``.
 
-Runs ``pyfuse._bench.main`` (the ``pyfuse bench`` command) with the standard sizes
+Runs ``pyfuse.bench.main`` (the ``pyfuse bench`` command) with the standard sizes
 (~1k to ~100k nodes; a few minutes, most of it in the reference at 100k nodes).
 Options are passed on, and later ones win, e.g.::
 
@@ -13,15 +13,11 @@ Options are passed on, and later ones win, e.g.::
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from pyfuse.bench import main as bench_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        from pyfuse._bench import main as bench_main
-    except ImportError:  # run from a checkout whose pyfuse is not installed
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from pyfuse._bench import main as bench_main
     args = sys.argv[1:] if argv is None else argv
     return bench_main(["--sizes", "standard", *args])
 

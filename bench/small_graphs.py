@@ -5,7 +5,7 @@ matters. For each model: trace it once per run, fuse with the reference and with
 pyfuse (interleaved, fresh trace each run, one torch thread), take medians, and
 sum them over the models.
 
-    python bench/small_graphs.py [--repeats 7] [--qat]
+    python -m bench.small_graphs [--repeats 7] [--qat]     (from the repository root)
 """
 
 from __future__ import annotations
@@ -13,20 +13,15 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+import torch.ao.quantization.backend_config.utils  # (the builders need it loaded)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-import torch.ao.quantization.backend_config.utils  # noqa: E402, F401 (the builders need it)
-from corpus import MODELS_BY_NAME  # noqa: E402
-from torch.ao.quantization.fx.fuse import fuse as reference_fuse  # noqa: E402
-
-import pyfuse  # noqa: E402
+import pyfuse
+from tests.support.contract import reference_fuse
+from tests.support.corpus import MODELS_BY_NAME
 
 #: the corpus's real architectures (41 to 1,600 nodes)
 REAL = ("resnet18", "resnet34", "resnet50", "resnet152", "mobilenet_v2", "efficientnet",

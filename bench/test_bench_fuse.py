@@ -2,7 +2,7 @@
 
 Groups: ``fuse-resnet-<nodes>``, ``fuse-mixed-<nodes>``, ``fuse-onednn-<nodes>``
 (reference, pyfuse eager, pyfuse lazy) and ``match-<nodes>`` (flatten + match:
-the reference's ``_find_matches`` vs ``pyfuse._match.find_matches``).
+the reference's ``_find_matches`` vs ``pyfuse.engine.matching.find_matches``).
 
 Every benchmark checks its last output: the fusion count and node count are the
 expected ones, and pyfuse's ``.code`` equals the reference's on the same workload.
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from pyfuse import _workloads as W
-from pyfuse._bench import same_matches, sorted_fusion_handlers
+from pyfuse.bench import workloads as W
+from tests.support.contract import same_matches, sorted_fusion_handlers
 
 IMPLS = ["reference", "pyfuse", "pyfuse-lazy"]
 
@@ -117,7 +117,7 @@ def test_match(benchmark, match_blocks, impl, rounds):
             return _find_matches(gm, gm.graph, handlers)
 
     else:
-        from pyfuse._match import find_matches
+        from pyfuse.engine.matching import find_matches
 
         patterns = list(handlers)
 

@@ -1,18 +1,14 @@
 """T7 as a pytest-benchmark suite: reference vs pyfuse on the test corpus's real
-architectures (group ``small-<model>-<mode>``); ``bench/small_graphs.py`` prints
+architectures (group ``small-<model>-<mode>``); ``python -m bench.small_graphs`` prints
 the summed table. Each run fuses a fresh trace (setup, untimed)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from small_graphs import REAL, traced  # noqa: E402
+from bench.small_graphs import REAL, traced
 
 
 @pytest.mark.parametrize("mode", ["eval", "qat"])

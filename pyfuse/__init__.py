@@ -30,32 +30,35 @@ __all__ = [
     "unpatch_torch",
 ]
 
+# Where each public name lives (imported on first use).
 _HOME = {
-    "Explanation": "_explain",
-    "explain": "_explain",
-    "patch_torch": "_adopt",
-    "patched": "_adopt",
-    "unpatch_torch": "_adopt",
+    "patch_torch": "adopt",
+    "patched": "adopt",
+    "unpatch_torch": "adopt",
+    "FuseReport": "report",
+    "Skipped": "report",
+    "FusionError": "errors",
+    "GraphModuleRequired": "errors",
+    "fuse": "fx.pipeline",
+    "fuse_fx": "fx.pipeline",
 }
 
+# (light: it imports the pass on first call; imported here because the module
+# and the function share a name)
+from .explain import Explanation, explain
+
 if TYPE_CHECKING:
-    from ._adopt import patch_torch, patched, unpatch_torch
-    from ._explain import Explanation, explain
-    from ._fuse import (
-        FuseReport,
-        FusionError,
-        GraphModuleRequired,
-        Skipped,
-        fuse,
-        fuse_fx,
-    )
+    from .adopt import patch_torch, patched, unpatch_torch
+    from .errors import FusionError, GraphModuleRequired
+    from .fx.pipeline import fuse, fuse_fx
+    from .report import FuseReport, Skipped
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__ and name != "__version__":
+    if name in _HOME:
         import importlib
 
-        home = importlib.import_module("." + _HOME.get(name, "_fuse"), __name__)
+        home = importlib.import_module("." + _HOME[name], __name__)
         return getattr(home, name)
     raise AttributeError(f"module 'pyfuse' has no attribute {name!r}")
 

@@ -42,7 +42,7 @@ def _load_model(spec: str | None, qat: bool) -> Any:
     import torch
 
     if spec is None:
-        from ._models import default_model
+        from .models import default_model
 
         model = default_model()
     else:
@@ -69,7 +69,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     import pyfuse
 
-    from ._models import example_inputs
+    from .models import example_inputs
 
     traced = _load_model(None, args.qat)
     backend = _backend(args.backend)
@@ -159,7 +159,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
-        from ._bench import main as bench_main
+        from .bench import main as bench_main
 
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="pyfuse", description="Exact, fast FX fusion.")

@@ -24,7 +24,7 @@ fusers (a chain module, a fuser that raises, a root-node getter that picks the l
 Properties, for every generated (model, mode, backend config), on independent traced
 copies:
 
-1. pyfuse's matcher (``pyfuse._match.find_matches``) equals the reference
+1. pyfuse's matcher (``pyfuse.engine.matching.find_matches``) equals the reference
    ``_find_matches`` (root node, pattern, structure-exact matched node pattern).
 2. Which documented reference defects the model hits is computed from the reference's
    own matches (``Triggers``), independently of pyfuse: the root module of a match is
@@ -63,7 +63,6 @@ import copy
 import json
 import operator
 import os
-import sys
 import time
 import traceback
 import warnings
@@ -84,9 +83,7 @@ from torch.fx import Graph, GraphModule, Node
 from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
-
-from contract import (
+from tests.support.contract import (
     assert_same_fusion,
     pyfuse_fuse,
     reference_fuse,
@@ -129,7 +126,7 @@ with warnings.catch_warnings():
     from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
     from torch.ao.quantization.utils import MatchAllNode
 
-from pyfuse._match import find_matches as _pf_find_matches
+from pyfuse.engine.matching import find_matches as _pf_find_matches
 
 _N_EXAMPLES = int(os.environ.get("PYFUSE_PBT_EXAMPLES", "150"))
 _STATS_PATH = os.environ.get("PYFUSE_PBT_STATS")

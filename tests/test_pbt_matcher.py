@@ -1,4 +1,4 @@
-"""Property-based differential tests: ``pyfuse._match.find_matches`` vs the reference
+"""Property-based differential tests: ``pyfuse.engine.matching.find_matches`` vs the reference
 ``torch.ao.quantization.fx.fuse._find_matches``.
 
 Graphs are built directly with the ``torch.fx.Graph`` API (no tracing) over a random
@@ -55,10 +55,11 @@ with warnings.catch_warnings():
     from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
     from torch.ao.quantization.utils import MatchAllNode
 
-try:
-    from pyfuse._match import find_matches as _pf_find_matches
-except Exception:  # noqa: BLE001 - not written yet / not built
-    _pf_find_matches = None
+from pyfuse import _core
+from pyfuse.engine.flatten import flatten
+from pyfuse.engine.matching import Match, match_graph
+from pyfuse.engine.matching import find_matches as _pf_find_matches
+from pyfuse.engine.patterns import compile_patterns
 
 _N_EXAMPLES = int(os.environ.get("PYFUSE_PBT_EXAMPLES", "200"))
 settings.register_profile(
@@ -75,10 +76,6 @@ settings.register_profile(
 )
 # applied per test (not loaded globally, so other test files keep their own settings)
 ci_settings = settings(settings.get_profile("ci"))
-
-needs_pyfuse = pytest.mark.skipif(
-    _pf_find_matches is None, reason="pyfuse._match.find_matches not importable"
-)
 
 # --------------------------------------------------------------------------------------
 # vocabulary
@@ -728,14 +725,12 @@ def check_against_reference(sc, patterns):
 # properties
 
 
-@needs_pyfuse
 @ci_settings
 @given(scenarios())
 def test_matches_equal_reference(sc):
     check_against_reference(sc, sc.patterns)
 
 
-@needs_pyfuse
 @ci_settings
 @given(scenarios())
 def test_find_matches_deterministic(sc):
@@ -758,7 +753,6 @@ def test_find_matches_deterministic(sc):
     assert _graph_fingerprint(gm.graph) == before, "find_matches mutated the graph"
 
 
-@needs_pyfuse
 @ci_settings
 @given(scenarios(), st.data())
 def test_pattern_order_same_effect(sc, data):
@@ -808,8 +802,7 @@ ADD_CONV_BN = (operator.add, (nn.BatchNorm2d, nn.Conv2d), MatchAllNode)
 
 
 def _pf_required():
-    if _pf_find_matches is None:
-        pytest.skip("pyfuse._match.find_matches not importable")
+    """(pyfuse's matcher is imported at the top: a missing build fails the module)"""
 
 
 def test_regression_same_relu_twice_in_one_add():
@@ -1003,12 +996,6 @@ def test_regression_tie_order(first):
 #     reports it in the result", on random (often malformed) arrays. A native crash
 #     would take the test session down, so those run in a child process.
 
-try:
-    from pyfuse import _core
-except Exception:  # noqa: BLE001 - not built
-    _core = None
-
-needs_core = pytest.mark.skipif(_core is None, reason="pyfuse._core not importable")
 
 _H_MATCH_ALL, _H_LABEL, _H_NEVER, _H_GETATTR = 0, 1, 2, 3  # automaton.hpp `Head`
 _K_MISSING_MODULE = -1
@@ -1126,7 +1113,6 @@ def _ref_match_map(gm, sorted_dict):
         raise RefRaised(f"{type(e).__name__}: {e}") from e
 
 
-@needs_core
 @ci_settings
 @given(scenarios())
 def test_core_automaton_equals_reference(sc):
@@ -1332,7 +1318,6 @@ def _run_core_child(args, timeout=900):
     )
 
 
-@needs_core
 def test_core_contract_on_malformed_arrays():
     import tempfile
 
@@ -1367,7 +1352,6 @@ _CORE_CRASH_SNIPPETS = {
 }
 
 
-@needs_core
 @pytest.mark.parametrize("case", sorted(_CORE_CRASH_SNIPPETS))
 def test_core_regression_nonmonotone_offsets(case):
     import subprocess
@@ -1439,18 +1423,14 @@ elif __name__ == "__main__":
         print(f"  {k:<40} {v}")
 
 
-@needs_pyfuse
 @ci_settings
 @given(scenarios())
 def test_plain_match_records_equal_the_walk(sc):
     """A plain match's node pattern, built from the pattern's compiled shape, equals
     the reference walk's record (which `find_matches` compares with the reference)."""
-    from pyfuse._match import Match, match_graph
-    from pyfuse._patterns import compile_patterns
-
     compiled = compile_patterns(list(sort_patterns(sc.patterns)))
     try:
-        matches = match_graph(compiled, compiled.flatten(sc.gm.graph, sc.gm))
+        matches = match_graph(compiled, flatten(sc.gm.graph, sc.gm, compiled))
     except Exception:  # noqa: BLE001 - errors are compared by the other properties
         assume(False)
     plain = [m for m in matches if m.plain]

@@ -53,14 +53,13 @@ from torch.ao.quantization.utils import MatchAllNode
 from torch.fx._lazy_graph_module import _LazyGraphModule
 from torch.nn.utils import parametrize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
-
-from contract import assert_same_fusion, run_both, single_thread
-from corpus import BACKENDS, MODELS_BY_NAME
-
 import pyfuse
 from pyfuse import FusionError, GraphModuleRequired, _core
-from pyfuse._patterns import PatternError
+from pyfuse.engine import gcpause
+from pyfuse.engine.flatten import flatten
+from pyfuse.errors import PatternError
+from tests.support.contract import assert_same_fusion, run_both, single_thread
+from tests.support.corpus import BACKENDS, MODELS_BY_NAME
 
 TESTS_DIR = Path(__file__).resolve().parent
 #: set by ``./dev sanitize``: ASan replaces the allocator, so native memory figures
@@ -962,9 +961,9 @@ def test_threads_build_a_new_plan_concurrently():
 
 
 def _native_plan():
-    from pyfuse._fuse import _native_plan
+    from pyfuse.fx.plan import native_plan
 
-    return _native_plan()
+    return native_plan()
 
 
 def _match_tuple(res) -> tuple[Any, ...]:
@@ -975,7 +974,7 @@ def _match_tuple(res) -> tuple[Any, ...]:
 def test_core_match_from_threads_equals_serial():
     compiled = _native_plan().compiled
     flats = [
-        compiled.flatten(gm.graph, gm).graph
+        flatten(gm.graph, gm, compiled).graph
         for gm in (
             _traced(n) for n in ("resnet50", "deep_chain", "densenet121", "video3d")
         )
@@ -994,7 +993,7 @@ def test_core_match_from_threads_equals_serial():
 
 def _chain_automaton_and_graph(pairs: int):
     """Automaton for (ReLU, Conv) / ReLU over labels 1 = Conv, 2 = ReLU, and a chain
-    x -> (conv -> relu) * pairs, as integer arrays (tests/test_core.py's encoding)."""
+    x -> (conv -> relu) * pairs, as integer arrays (tests/support/arrays.py's encoding)."""
     automaton = _core.Automaton(
         [1, 1, 1], [1, 2, 2], [0, 1, 0], [0, 0, 1, 1], [0], [1, 2], [0, 1, 0], 3
     )
@@ -1058,12 +1057,10 @@ def test_gc_pause_is_shared_by_overlapping_passes():
     """Overlapping passes (as in several threads) share one pause: the collector
     stays off while any pass runs and is back on when the last one ends, whatever
     the order they end in (the first version lost the state in one interleaving)."""
-    import pyfuse._fuse as fuse_module
-
     assert gc.isenabled()
     try:
-        a = fuse_module._gc_paused()
-        b = fuse_module._gc_paused()
+        a = gcpause.gc_paused()
+        b = gcpause.gc_paused()
         a.__enter__()
         b.__enter__()
         a.__exit__(None, None, None)  # A ends first: B still runs
@@ -1071,7 +1068,7 @@ def test_gc_pause_is_shared_by_overlapping_passes():
         b.__exit__(None, None, None)
         assert gc.isenabled()
         gc.disable()  # a user who disabled the collector keeps it disabled
-        with fuse_module._gc_paused():
+        with gcpause.gc_paused():
             pass
         assert not gc.isenabled()
     finally:
@@ -1101,12 +1098,11 @@ DETERMINISM_CASES = [
 
 _DIGEST_SCRIPT = """
 import ctypes, hashlib, json, sys, warnings
-sys.path.insert(0, {tests!r})
 warnings.simplefilter("ignore")
 import torch, torch.fx
 torch.set_num_threads(1)
 import pyfuse
-from corpus import BACKENDS, MODELS_BY_NAME
+from tests.support.corpus import BACKENDS, MODELS_BY_NAME
 
 class SharedConv(torch.nn.Module):
     # conv called at two sites, only one followed by bn / relu: pyfuse skips those
@@ -1154,7 +1150,7 @@ print(json.dumps(out))
 
 
 def test_same_output_in_processes_with_different_hash_seeds():
-    script = _DIGEST_SCRIPT.format(tests=str(TESTS_DIR), cases=DETERMINISM_CASES)
+    script = _DIGEST_SCRIPT.format(cases=DETERMINISM_CASES)
     seeds = ["0", "1", "12345", None]  # None: random (PYTHONHASHSEED unset)
     procs = []
     for seed in seeds:
@@ -1165,6 +1161,7 @@ def test_same_output_in_processes_with_different_hash_seeds():
             subprocess.Popen(
                 [sys.executable, "-c", script],
                 env=env,
+                cwd=TESTS_DIR.parent,  # (-c: the repo root is on sys.path)
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -1375,7 +1372,7 @@ def test_core_match_loop_does_not_grow_native_memory():
     > 80 MiB over 20,000 calls; the bound is 1 MiB."""
     compiled = _native_plan().compiled
     gm = _traced("deep_chain")
-    flat = compiled.flatten(gm.graph, gm).graph
+    flat = flatten(gm.graph, gm, compiled).graph
     assert len(flat) > 1000
     match = compiled.automaton.match
     expected = _match_tuple(match(flat))

@@ -19,7 +19,7 @@ _saved: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
 def _torch_compatible_fuse(*args: Any, **kwargs: Any) -> Any:
-    from ._fuse import fuse
+    from .fx.pipeline import fuse
 
     return fuse(*args, **kwargs)
 

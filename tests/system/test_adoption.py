@@ -12,7 +12,7 @@ import torch.fx
 from torch import nn
 
 import pyfuse
-from pyfuse._models import default_model
+from pyfuse.models import default_model
 
 
 class Shared(nn.Module):
@@ -81,7 +81,7 @@ def test_cli_explain_json_and_errors(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "cannot load" in r.stderr
     out = tmp_path / "fused.pt"
-    r = _cli("fuse", "pyfuse._models:default_model", "--out", str(out))
+    r = _cli("fuse", "pyfuse.models:default_model", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert out.exists() and "fused 20 chains" in r.stdout
 

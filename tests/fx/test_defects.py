@@ -20,9 +20,7 @@
 from __future__ import annotations
 
 import copy
-import os
 import re
-import sys
 
 import pytest
 import torch
@@ -30,13 +28,16 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # --import-mode=importlib
-
-from contract import BothRaised, assert_same_fusion, node_count, run_both, single_thread  # noqa: E402
-
-import pyfuse  # noqa: E402
-
-from torch.ao.quantization.fx.fuse import fuse as reference_fuse  # noqa: E402
+import pyfuse
+from tests.support.contract import (
+    BothRaised,
+    assert_same_fusion,
+    node_count,
+    reference_fuse,
+    run_both,
+    single_thread,
+)
+from tests.support.corpus import AddScalar, GetAttrOfFused
 
 SEED = 7
 
@@ -483,10 +484,6 @@ def _seeded_eval(cls):
 
 
 def test_get_attr_of_fused_module_is_not_fused():
-    from corpus import GetAttrOfFused
-
-    from torch.ao.quantization.fx.fuse import fuse as reference_fuse
-
     model = _seeded_eval(GetAttrOfFused)
     x = torch.randn(2, 3, 6, 6)
     want = model(x)
@@ -501,10 +498,7 @@ def test_get_attr_of_fused_module_is_not_fused():
 
 
 def test_onednn_add_of_a_literal_fuses_correctly():
-    from corpus import AddScalar
-
     from torch.ao.quantization.backend_config import get_onednn_backend_config
-    from torch.ao.quantization.fx.fuse import fuse as reference_fuse
 
     model = _seeded_eval(AddScalar)
     x = torch.randn(2, 3, 4, 4)

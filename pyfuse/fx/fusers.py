@@ -6,7 +6,7 @@ torch's ``fuse_conv_bn_eval`` (and ``fuse_linear_bn_eval``) deep-copies the conv
 pyfuse copies the module shell instead (fresh ``__dict__`` containers, nothing
 shared with the original that could be mutated) and folds with torch's own
 ``fuse_conv_bn_weights`` on the original tensors, or with the same elementwise
-operations batched over many small convs (:func:`prefold`): the same operations on
+operations batched over many small convs (:mod:`pyfuse.fx.folding`): the same operations on
 the same values, so the same bits. Modules with buffers, submodules (e.g.
 parametrizations) or attributes of unknown types take torch's path.
 
@@ -27,12 +27,10 @@ backend's fuser method is called exactly as given.
 from __future__ import annotations
 
 import collections
-import copy
 import functools
-import threading
 import types
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import torch
 import torch.ao.nn.intrinsic as nni
@@ -50,64 +48,18 @@ from torch.nn.utils.fusion import (
     fuse_linear_bn_weights,
 )
 
-__all__ = ["clear_prefolded", "fast_fuser", "new_module", "new_relu", "prefold", "registration_hooks"]
+from .folding import PLAIN_CONVS, Folds, grouped_convtranspose_bn, linear_bn_no_affine
 
-
-def _fold(
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    bn: torch.nn.modules.batchnorm._BatchNorm,
-    scale_shape: list[int],
-    view: list[int] | None = None,
-) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
-    """BN folded into (weight, bias), in torch's operation order."""
-    rm, rv = bn.running_mean, bn.running_var
-    if rm is None or rv is None:
-        raise AssertionError("bn.running_mean and bn.running_var must not be None")
-    b = torch.zeros_like(rm) if bias is None else bias
-    bn_w: torch.Tensor = bn.weight if bn.affine else torch.ones_like(rm)
-    bn_b: torch.Tensor = bn.bias if bn.affine else torch.zeros_like(rm)
-    rsqrt = torch.rsqrt(rv + bn.eps)
-    w = weight if view is None else weight.reshape(view)
-    fused_w = (w * (bn_w * rsqrt).reshape(scale_shape)).reshape(weight.shape)
-    fused_b = (b - rm) * rsqrt * bn_w + bn_b
-    return (
-        torch.nn.Parameter(fused_w.to(weight.dtype), weight.requires_grad),
-        torch.nn.Parameter(fused_b.to(b.dtype if bias is not None else weight.dtype), b.requires_grad),
-    )
-
-
-def _grouped_convtranspose_bn(
-    convt: torch.nn.modules.conv._ConvTransposeNd, bn: torch.nn.modules.batchnorm._BatchNorm
-) -> torch.nn.Module:
-    if convt.training or bn.training:
-        raise AssertionError("Fusion only for eval!")
-    g = convt.groups
-    w = convt.weight  # (in, out / g, *k); output channel = group * (out / g) + j
-    k = [1] * (w.dim() - 2)
-    fused = copy.deepcopy(convt)
-    fused.weight, fused.bias = _fold(
-        w,
-        convt.bias,
-        bn,
-        [g, 1, w.shape[1], *k],
-        [g, w.shape[0] // g, w.shape[1], *w.shape[2:]],
-    )
-    return fused
-
-
-def _linear_bn_no_affine(linear: torch.nn.Linear, bn: torch.nn.modules.batchnorm._BatchNorm) -> torch.nn.Module:
-    if linear.training or bn.training:
-        raise AssertionError("Fusion only for eval!")
-    if bn.num_features not in (linear.out_features, 1):
-        raise AssertionError(
-            "To fuse, linear.out_features == bn.num_features or bn.num_features == 1, "
-            f"got linear.out_features={linear.out_features} and "
-            f"bn.num_features={bn.num_features}"
-        )
-    fused = copy.deepcopy(linear)
-    fused.weight, fused.bias = _fold(linear.weight, linear.bias, bn, [-1, 1])
-    return fused
+__all__ = [
+    "FuserCall",
+    "conv_bn_pairs",
+    "fast_conv_bn",
+    "fast_conv_bn_relu",
+    "fast_fuser",
+    "new_module",
+    "new_relu",
+    "registration_hooks",
+]
 
 
 _IMMUTABLE = frozenset(
@@ -230,23 +182,16 @@ def _sequential(cls: type, *mods: torch.nn.Module) -> Any:
     return made
 
 
-class _Prefolded(threading.local):
-    """Folded (weight, bias) computed in batch for the current pass, by id(conv)."""
-
-    table: dict[tuple[int, int], tuple[torch.nn.Parameter, torch.nn.Parameter]] | None = None
-
-
-_prefolded = _Prefolded()
-
-
-def _conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> torch.nn.Module:
-    """torch.nn.utils.fusion.fuse_conv_bn_eval, without the deep copy."""
+def _conv_bn_eval(
+    conv: Any, bn: Any, transpose: bool = False, folds: Folds | None = None
+) -> torch.nn.Module:
+    """torch.nn.utils.fusion.fuse_conv_bn_eval, without the deep copy (and with
+    the pair's batched fold from `folds`, if it has one)."""
     fused = _shell_copy(conv) if type(conv) in _CONV_TYPES else None
     if fused is None or conv.training or bn.training or bn.running_mean is None:
         result: torch.nn.Module = fuse_conv_bn_eval(conv, bn, transpose)
         return result
-    table = _prefolded.table
-    folded = table.pop((id(conv), id(bn)), None) if table is not None and not transpose else None
+    folded = folds.pop((id(conv), id(bn)), None) if folds is not None and not transpose else None
     if folded is None:
         folded = fuse_conv_bn_weights(
             conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
@@ -265,74 +210,8 @@ def _set_weight_bias(module: Any, weight_bias: tuple[torch.nn.Parameter, torch.n
         params["weight"], params["bias"] = weight_bias
 
 
-# Batching pays for its cat/split only in larger groups of one shape; 8 is a
-# round guess (no measurable difference on the corpus models), not a tuned value.
-_MIN_BATCH = 8
-# ... and only for small weights: batching copies each weight twice more (cat,
-# then clone of the split), which costs more than the per-pair dispatch it saves
-# past ~64k elements (measured, groups of 16 eval Conv2d+BN, one thread:
-# 25 vs 67 us/pair at 144 elements, 49 vs 78 at 36,864, 270 vs 116 at 147,456).
-_MAX_BATCHED_NUMEL = 65536
-
-
-def prefold(pairs: list[tuple[Any, Any]]) -> None:
-    """Fold BN into conv for many (conv, bn) pairs with a few batched tensor ops.
-
-    Every element goes through the same elementwise operations in the same order
-    as torch's ``fuse_conv_bn_weights`` (rsqrt, mul, add are correctly rounded
-    per element), so the bits are the same; batching only removes per-call
-    dispatch. Pairs are grouped by everything the per-pair computation depends on
-    (dtypes, device, weight shape after dim 0, bias presence, eps, grad flags).
-    """
-    groups: dict[Any, list[tuple[Any, ...]]] = {}
-    for conv, bn in pairs:
-        if type(conv) not in _PLAIN_CONVS or conv.training or bn.training or not bn.affine:
-            continue
-        # (plain convs and BatchNorms: their tensors are in these dicts)
-        cp, bp, bb = conv._parameters, bn._parameters, bn._buffers
-        w, b, bn_w, bn_b = cp.get("weight"), cp.get("bias"), bp.get("weight"), bp.get("bias")
-        rm, rv = bb.get("running_mean"), bb.get("running_var")
-        if w is None or rm is None or rv is None or bn_w is None or bn_b is None:
-            continue
-        dt = w.dtype
-        if not (rm.dtype is dt and rv.dtype is dt and bn_w.dtype is dt and bn_b.dtype is dt
-                and (b is None or b.dtype is dt) and w.is_contiguous()
-                and w.numel() <= _MAX_BATCHED_NUMEL):
-            continue
-        key = (dt, w.device, w.shape[1:], b is not None, bn.eps,
-               w.requires_grad, b is not None and b.requires_grad)
-        groups.setdefault(key, []).append((id(conv), id(bn), w, b, rm, rv, bn_w, bn_b))
-    table: dict[tuple[int, int], tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
-    make = torch.Tensor._make_subclass  # what Parameter(t, grad) does for a plain tensor
-    param = torch.nn.Parameter
-    with torch.no_grad():
-        for (_, _, inner, has_bias, eps, w_grad, b_grad), items in groups.items():
-            if len(items) < _MIN_BATCH:
-                continue
-            _, _, ws, bs, rms, rvs, bws, bbs = zip(*items, strict=True)
-            rm = torch.cat(rms)
-            rsqrt = torch.rsqrt(torch.cat(rvs) + eps)
-            bn_w = torch.cat(bws)
-            conv_b = torch.cat(bs) if has_bias else torch.zeros_like(rm)
-            fused_w = torch.cat(ws) * (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
-            fused_b = (conv_b - rm) * rsqrt * bn_w + torch.cat(bbs)
-            sizes = [w.shape[0] for w in ws]
-            for item, fw, fb in zip(items, fused_w.split(sizes), fused_b.split(sizes),  # type: ignore[no-untyped-call]
-                                    strict=True):
-                table[item[0], item[1]] = (
-                    make(param, fw.clone(), w_grad),
-                    make(param, fb.clone(), b_grad),
-                )
-    _prefolded.table = table
-
-
-def clear_prefolded() -> None:
-    _prefolded.table = None
-
-
-_PLAIN_CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 _CONV_TYPES = (
-    *_PLAIN_CONVS, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d,
+    *PLAIN_CONVS, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d,
 )
 
 
@@ -353,18 +232,44 @@ _CONV_BN_RELU_QAT = {
 # module first) and falls back to torch's fuser wherever torch would raise.
 
 
-def _fast_conv_bn(is_qat: bool, bn: Any, conv: Any) -> Any:
+# The two conv + BN eval fusers take the pass's batched folds (keyword `folds`).
+
+
+def fast_conv_bn(is_qat: bool, bn: Any, conv: Any, *, folds: Folds | None = None) -> Any:
     if conv.training != bn.training:
         return fuse_conv_bn(is_qat, conv, bn)  # type: ignore[no-untyped-call]
-    return _conv_bn_eval(conv, bn)
+    return _conv_bn_eval(conv, bn, folds=folds)
 
 
-def _fast_conv_bn_relu(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
+def fast_conv_bn_relu(
+    is_qat: bool, relu: Any, bn_conv: Any, *, folds: Folds | None = None
+) -> Any:
     bn, conv = bn_conv
     cls = _CONV_RELU.get(type(conv))
     if cls is None or not (conv.training == bn.training == relu.training):
         return fuse_conv_bn_relu(is_qat, conv, bn, relu)  # type: ignore[no-untyped-call]
-    return _sequential(cls, _conv_bn_eval(conv, bn), relu)
+    return _sequential(cls, _conv_bn_eval(conv, bn, folds=folds), relu)
+
+
+class FuserCall(Protocol):
+    """A fuser method and the modules the reference passes it."""
+
+    @property
+    def fuser(self) -> Callable[..., Any]: ...
+    @property
+    def modules(self) -> Any: ...
+
+
+def conv_bn_pairs(calls: Iterable[FuserCall]) -> Iterator[tuple[Any, Any]]:
+    """The (conv, bn) pairs the folding fusers among `calls` fold, for
+    :func:`pyfuse.fx.folding.batch_folds`."""
+    for f in calls:
+        if f.fuser is fast_conv_bn:
+            bn, conv = f.modules
+            yield conv, bn
+        elif f.fuser is fast_conv_bn_relu:
+            _, (bn, conv) = f.modules
+            yield conv, bn
 
 
 def _qat_ready(conv: Any, bn: Any) -> bool:
@@ -392,7 +297,7 @@ def _fast_conv_bn_relu_qat(is_qat: bool, relu: Any, bn_conv: Any) -> Any:
 
 def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
     if getattr(convt, "groups", 1) > 1:
-        return _grouped_convtranspose_bn(convt, bn)
+        return grouped_convtranspose_bn(convt, bn)
     if convt.training != bn.training:
         return fuse_convtranspose_bn(is_qat, convt, bn)  # type: ignore[no-untyped-call]
     return _conv_bn_eval(convt, bn, transpose=True)
@@ -400,7 +305,7 @@ def _fast_convtranspose_bn(is_qat: bool, bn: Any, convt: Any) -> Any:
 
 def _fast_linear_bn(is_qat: bool, bn: Any, linear: Any) -> Any:
     if not bn.affine:
-        return _linear_bn_no_affine(linear, bn)
+        return linear_bn_no_affine(linear, bn)
     fused = _shell_copy(linear) if type(linear) is torch.nn.Linear else None
     if (fused is None or linear.training or bn.training or bn.running_mean is None
             or bn.running_var is None or bn.num_features not in (linear.out_features, 1)):
@@ -439,8 +344,8 @@ def fast_fuser(config: Any, is_qat: bool) -> Callable[..., Any] | None:
     fast: dict[Any, Callable[..., Any]] = (
         {fuse_conv_bn: _fast_conv_bn_qat, fuse_conv_bn_relu: _fast_conv_bn_relu_qat}
         if is_qat else {
-            fuse_conv_bn: _fast_conv_bn,
-            fuse_conv_bn_relu: _fast_conv_bn_relu,
+            fuse_conv_bn: fast_conv_bn,
+            fuse_conv_bn_relu: fast_conv_bn_relu,
             fuse_convtranspose_bn: _fast_convtranspose_bn,
             fuse_linear_bn: _fast_linear_bn,
         }

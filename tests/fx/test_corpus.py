@@ -10,29 +10,23 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
-import sys
 
 import pytest
 import torch
 import torch.fx
+from torch.ao.quantization.fx.custom_config import FuseCustomConfig
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # --import-mode=importlib
-
-from corpus import BACKENDS, MODELS, MODELS_BY_NAME
-from contract import (
+import pyfuse
+from tests.support.contract import (
     BothRaised,
     assert_same_fusion,
     node_count,
+    reference_fuse,
+    reference_fuse_fx,
     run_both,
     single_thread,
 )
-
-import pyfuse
-
-from torch.ao.quantization.fx.custom_config import FuseCustomConfig
-from torch.ao.quantization.fx.fuse import fuse as reference_fuse
-from torch.ao.quantization.quantize_fx import fuse_fx as reference_fuse_fx
+from tests.support.corpus import BACKENDS, MODELS, MODELS_BY_NAME
 
 MODES = ("eval", "qat")
 

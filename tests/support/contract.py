@@ -4,11 +4,19 @@
 ``torch.ao.quantization.fx.fuse.fuse`` and one with ``pyfuse.fuse``;
 ``assert_same_fusion`` checks that the two resulting GraphModules are indistinguishable:
 same generated code, same module tree, same state (bit for bit), same flags, same outputs.
+
+The reference is pinned: torch's own ``fuse`` and ``fuse_fx`` function objects are
+captured when this module is imported (before any test runs), so a
+``pyfuse.patch_torch()`` left in place cannot turn the oracle into pyfuse against
+itself; :func:`reference_fuse_fx`, whose torch code looks ``fuse`` up at call time,
+fails if torch is patched.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
+import sys
 from typing import Any, Callable
 
 import torch
@@ -29,10 +37,37 @@ class BothRaised(Exception):
         self.exc = exc
 
 
-def reference_fuse(model, is_qat, fuse_custom_config=None, backend_config=None):
-    from torch.ao.quantization.fx.fuse import fuse
+def _torch_own(module_name: str, attr: str) -> Callable:
+    """torch's function `attr` of `module_name`, checked to be torch's own."""
+    fn = getattr(importlib.import_module(module_name), attr)
+    if not getattr(fn, "__module__", "").startswith("torch."):
+        raise RuntimeError(
+            f"{module_name}.{attr} is {fn!r}, not torch's own (pyfuse.patch_torch() "
+            "ran before the tests' reference was pinned)"
+        )
+    return fn
 
-    return fuse(model, is_qat, fuse_custom_config, backend_config)
+
+#: torch's own fusion pass and fuse_fx, pinned at import
+REFERENCE_FUSE = _torch_own("torch.ao.quantization.fx.fuse", "fuse")
+REFERENCE_FUSE_FX = _torch_own("torch.ao.quantization.quantize_fx", "fuse_fx")
+#: the module whose global ``fuse`` torch's fuse_fx calls (a site patch_torch sets)
+_FUSE_FX_SITE = "torch.ao.quantization.quantize_fx"
+
+
+def reference_fuse(model, is_qat, fuse_custom_config=None, backend_config=None):
+    """torch's own fusion pass (pinned)."""
+    return REFERENCE_FUSE(model, is_qat, fuse_custom_config, backend_config)
+
+
+def reference_fuse_fx(model, *args, **kwargs):
+    """torch's own fuse_fx (pinned); refuses to run while torch is patched."""
+    if sys.modules[_FUSE_FX_SITE].fuse is not REFERENCE_FUSE:
+        raise AssertionError(
+            f"{_FUSE_FX_SITE}.fuse is not torch's own (a pyfuse.patch_torch() left "
+            "in place): the reference fuse_fx would run pyfuse"
+        )
+    return REFERENCE_FUSE_FX(model, *args, **kwargs)
 
 
 def pyfuse_fuse(model, is_qat, fuse_custom_config=None, backend_config=None):
@@ -257,3 +292,28 @@ def _diff_msg(what, ref, got):
 
 def node_count(gm: torch.fx.GraphModule) -> int:
     return len(gm.graph.nodes)
+
+
+def sorted_fusion_handlers(backend_config: Any) -> dict[Any, Any]:
+    """The reference's priority-ordered {pattern: fuse handler class} dict (its
+    keys, in order, are the pattern list ``pyfuse.engine.matching.find_matches``
+    takes)."""
+    from torch.ao.quantization.fx.fuse_handler import (
+        _get_fusion_pattern_to_fuse_handler_cls,
+    )
+    from torch.ao.quantization.fx.pattern_utils import _sorted_patterns_dict
+
+    return _sorted_patterns_dict(_get_fusion_pattern_to_fuse_handler_cls(backend_config))
+
+
+def same_matches(ref: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Whether ``find_matches``'s result agrees with the reference's
+    ``_find_matches``: same node names, and for each the same start node, pattern
+    and node pattern."""
+    if ref.keys() != mine.keys():
+        return False
+    for k, r in ref.items():
+        m = mine[k]
+        if r[0] is not m[0] or r[1] != m[1] or r[2] != m[2]:
+            return False
+    return True

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from torch.ao.nn import intrinsic as nni
 
-from pyfuse import _fusers
+from pyfuse.fx import fusers
+from tests.support.contract import assert_same_fusion, run_both
+from tests.support.corpus import MODELS_BY_NAME
 
 
 def _assert_same_state(made: nn.Module, want: nn.Module, shared: tuple[str, ...] = ()) -> None:
@@ -36,10 +38,10 @@ def test_new_relu_is_a_constructed_relu():
     for training in (True, False):
         want = nn.ReLU()
         want.training = training
-        made = _fusers.new_relu(training)
+        made = fusers.new_relu(training)
         _assert_same_state(made, want)
         assert made.training is training
-        other = _fusers.new_relu(training)
+        other = fusers.new_relu(training)
         for k, v in made.__dict__.items():
             if isinstance(v, (dict, set)):
                 assert v is not other.__dict__[k], f"{k} shared between two ReLUs"
@@ -50,7 +52,7 @@ def test_new_relu_is_a_constructed_relu():
 )
 def test_fused_pair_is_the_constructor(cls, conv):
     first, relu = conv(2, 3, 1), nn.ReLU()
-    made = _fusers._sequential(cls, first, relu)
+    made = fusers._sequential(cls, first, relu)
     want = cls(first, relu)
     _assert_same_state(made, want)
     assert list(made._modules.items()) == list(want._modules.items())
@@ -59,14 +61,14 @@ def test_fused_pair_is_the_constructor(cls, conv):
 
 def test_fused_pair_keeps_the_constructor_checks():
     with pytest.raises(AssertionError):
-        _fusers._sequential(nni.ConvReLU2d, nn.Conv2d(1, 1, 1), nn.Sigmoid())
+        fusers._sequential(nni.ConvReLU2d, nn.Conv2d(1, 1, 1), nn.Sigmoid())
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_shell_copy_is_deepcopy_without_parameters(bias):
     conv = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=bias).eval()
     conv.register_forward_hook(lambda *a: None)
-    made = _fusers._shell_copy(conv)
+    made = fusers._shell_copy(conv)
     want = copy.deepcopy(conv)
     assert made is not None
     _assert_same_state(made, want)
@@ -79,13 +81,13 @@ def test_shell_copy_is_deepcopy_without_parameters(bias):
 def test_shell_copy_declines_what_it_cannot_copy_exactly():
     conv = nn.Conv2d(1, 1, 1)
     conv.register_buffer("extra", torch.zeros(1))
-    assert _fusers._shell_copy(conv) is None
+    assert fusers._shell_copy(conv) is None
     conv = nn.Conv2d(1, 1, 1)
     conv.note = [object()]  # a container of a mutable object: deepcopy would copy it
-    assert _fusers._shell_copy(conv) is None
+    assert fusers._shell_copy(conv) is None
     conv = nn.Conv2d(1, 1, 1)
     conv.cache = torch.zeros(1)  # a tensor attribute
-    assert _fusers._shell_copy(conv) is None
+    assert fusers._shell_copy(conv) is None
 
 
 def test_conv_bn_eval_is_torchs_fold_bit_for_bit():
@@ -95,7 +97,7 @@ def test_conv_bn_eval_is_torchs_fold_bit_for_bit():
     conv, bn = nn.Conv2d(3, 5, 3).eval(), nn.BatchNorm2d(5).eval()
     bn.running_mean.uniform_(-1, 1)
     bn.running_var.uniform_(0.5, 2)
-    made = _fusers._conv_bn_eval(conv, bn)
+    made = fusers._conv_bn_eval(conv, bn)
     want = fuse_conv_bn_eval(conv, bn)
     _assert_same_state(made, want)
     assert list(made._parameters) == list(want._parameters)
@@ -120,8 +122,8 @@ def test_registration_hooks_still_run():
     try:
         conv, bn = nn.Conv2d(2, 2, 1).eval(), nn.BatchNorm2d(2).eval()
         seen.clear()
-        fused = _fusers._sequential(nni.ConvReLU2d, _fusers._conv_bn_eval(conv, bn), nn.ReLU())
-        _fusers.new_relu(False)
+        fused = fusers._sequential(nni.ConvReLU2d, fusers._conv_bn_eval(conv, bn), nn.ReLU())
+        fusers.new_relu(False)
     finally:
         h1.remove()
         h2.remove()
@@ -142,9 +144,9 @@ def test_registration_hooks_still_run():
     ],
 )
 def test_sequential_template_is_the_constructor(cls, make):
-    _fusers._sequential(cls, *make())  # the first call makes the template
+    fusers._sequential(cls, *make())  # the first call makes the template
     mods = make()
-    made = _fusers._sequential(cls, *mods)
+    made = fusers._sequential(cls, *mods)
     want = cls(*mods)
     _assert_same_state(made, want)
     assert list(made._modules.items()) == list(want._modules.items())
@@ -154,8 +156,8 @@ def test_sequential_template_only_for_plain_sequences():
     """ConvAdd2d keeps its `add` function as an attribute: never templated."""
     import operator
 
-    first = _fusers._sequential(nni.ConvAdd2d, nn.Conv2d(1, 1, 1), operator.add)
-    second = _fusers._sequential(nni.ConvAdd2d, nn.Conv2d(1, 1, 1), torch.add)
+    first = fusers._sequential(nni.ConvAdd2d, nn.Conv2d(1, 1, 1), operator.add)
+    second = fusers._sequential(nni.ConvAdd2d, nn.Conv2d(1, 1, 1), torch.add)
     assert first.add is operator.add
     assert second.add is torch.add
 
@@ -167,7 +169,7 @@ def test_fast_linear_bn_is_torchs_bit_for_bit():
     linear, bn = nn.Linear(3, 4).eval(), nn.BatchNorm1d(4).eval()
     bn.running_mean.uniform_(-1, 1)
     bn.running_var.uniform_(0.5, 2)
-    made = _fusers._fast_linear_bn(False, bn, linear)
+    made = fusers._fast_linear_bn(False, bn, linear)
     want = fuse_linear_bn(False, linear, bn)
     _assert_same_state(made, want)
     for k in want._parameters:
@@ -191,12 +193,12 @@ def test_qat_fast_paths_raise_as_torch_does(make_bn):
     with pytest.raises(AssertionError) as want:
         fuse_conv_bn(True, conv, bn)
     with pytest.raises(AssertionError) as got:
-        _fusers._fast_conv_bn_qat(True, bn, conv)
+        fusers._fast_conv_bn_qat(True, bn, conv)
     assert str(got.value) == str(want.value)
     with pytest.raises(AssertionError) as want:
         fuse_conv_bn_relu(True, conv, bn, relu)
     with pytest.raises(AssertionError) as got:
-        _fusers._fast_conv_bn_relu_qat(True, relu, (bn, conv))
+        fusers._fast_conv_bn_relu_qat(True, relu, (bn, conv))
     assert str(got.value) == str(want.value)
 
 
@@ -204,12 +206,6 @@ def test_qat_fast_paths_raise_as_torch_does(make_bn):
 def test_whole_pass_with_registration_hooks_installed(mode):
     """Global registration hooks switch every direct construction off: the output
     is still the reference's, and the hooks see pyfuse's registrations."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from contract import assert_same_fusion, run_both
-    from corpus import MODELS_BY_NAME
     from torch.nn.modules.module import register_module_module_registration_hook
 
     cm = MODELS_BY_NAME["resnet18"]

@@ -1,6 +1,6 @@
-"""``pyfuse bench``: time pyfuse against the reference fusion pass.
+"""The timed harness of ``pyfuse bench``: pyfuse against the reference fusion pass.
 
-For every workload (see :mod:`pyfuse._workloads`) and every repeat, three fusion
+For every workload (see :mod:`pyfuse.bench.workloads`) and every repeat, three fusion
 runs are timed, interleaved (the order rotates from one repeat to the next):
 
 * the reference ``torch.ao.quantization.fx.fuse.fuse``,
@@ -10,7 +10,7 @@ runs are timed, interleaved (the order rotates from one repeat to the next):
 each on its own freshly built input (fusion consumes its input; building is not
 timed).  After the eager run, ``out.recompile()`` is timed: the *codegen floor*,
 what generating the output's code alone costs.  Medians of the repeats are
-reported.  T1 times flatten + match alone: ``pyfuse._match.find_matches`` against
+reported.  T1 times flatten + match alone: ``pyfuse.engine.matching.find_matches`` against
 the reference's ``_find_matches`` on the same (unmodified) input.
 
 Garbage collector: by default it is left as it is, and ``gc.collect()`` runs
@@ -25,90 +25,33 @@ input takes ~3 minutes (done 4 times), the reference ~5 minutes, peak memory
 ~13 GB.
 
 Every output is checked: the fusion count (fused modules, see
-:func:`pyfuse._workloads.count_fusions`) and node count must be the expected
+:func:`pyfuse.bench.workloads.count_fusions`) and node count must be the expected
 ones, and pyfuse's ``.code`` must equal the reference's.  A mismatch or an
 exception is shown in the table and makes the exit status 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import gc
-import json
 import signal
-import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch.fx import GraphModule
 
-from . import _workloads as W
+from . import workloads as W
+from .tables import Row, median
 
-__all__ = [
-    "Row",
-    "format_tables",
-    "main",
-    "run",
-    "same_matches",
-    "sorted_fusion_handlers",
-]
+__all__ = ["default_repeats", "log_to_stderr", "run"]
 
 
 class _Timeout(Exception):
     pass
-
-
-@dataclass
-class Row:
-    """Medians (seconds) for one workload; ``None`` = not measured."""
-
-    workload: str
-    kind: str
-    nodes: int
-    fusions: int | None = None
-    build_s: float | None = None
-    ref_s: float | None = None
-    pyfuse_s: float | None = None
-    lazy_s: float | None = None
-    codegen_s: float | None = None
-    match_ref_s: float | None = None
-    match_pyfuse_s: float | None = None
-    ref_note: str = ""
-    errors: list[str] = field(default_factory=list)
-    samples: dict[str, list[float]] = field(default_factory=dict)
-
-    @property
-    def speedup(self) -> float | None:
-        return _ratio(self.ref_s, self.pyfuse_s)
-
-    @property
-    def lazy_speedup(self) -> float | None:
-        return _ratio(self.ref_s, self.lazy_s)
-
-    @property
-    def floor_ratio(self) -> float | None:
-        return _ratio(self.pyfuse_s, self.codegen_s)
-
-    @property
-    def match_speedup(self) -> float | None:
-        return _ratio(self.match_ref_s, self.match_pyfuse_s)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b <= 0:
-        return None
-    return a / b
-
-
-def _median(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
 
 
 # ---------------------------------------------------------------------------
@@ -172,9 +115,9 @@ def _pyfuse_fuse() -> Callable[..., GraphModule]:
     return fuse
 
 
-def sorted_fusion_handlers(backend_config: Any) -> dict[Any, Any]:
+def _reference_handlers(backend_config: Any) -> dict[Any, Any]:
     """The reference's priority-ordered {pattern: fuse handler class} dict (its
-    keys, in order, are the pattern list ``pyfuse._match.find_matches`` takes)."""
+    keys, in order, are the pattern list ``find_matches`` takes)."""
     from torch.ao.quantization.fx.fuse_handler import (
         _get_fusion_pattern_to_fuse_handler_cls,
     )
@@ -184,18 +127,6 @@ def sorted_fusion_handlers(backend_config: Any) -> dict[Any, Any]:
         _get_fusion_pattern_to_fuse_handler_cls(backend_config)
     )
     return handlers
-
-
-def same_matches(ref: dict[str, Any], mine: dict[str, Any]) -> bool:
-    """Whether ``find_matches``'s result agrees with ``_find_matches``'s: same
-    node names, and for each the same start node, pattern and node pattern."""
-    if ref.keys() != mine.keys():
-        return False
-    for k, r in ref.items():
-        m = mine[k]
-        if r[0] is not m[0] or r[1] != m[1] or r[2] != m[2]:
-            return False
-    return True
 
 
 def _check(
@@ -333,10 +264,10 @@ def _run_workload(
             # timed call: one collection between runs, not two)
             del out, before
     del spare
-    row.ref_s = _median(samples["ref"])
-    row.pyfuse_s = _median(samples["pyfuse"])
-    row.lazy_s = _median(samples["lazy"])
-    row.codegen_s = _median(samples["codegen"])
+    row.ref_s = median(samples["ref"])
+    row.pyfuse_s = median(samples["pyfuse"])
+    row.lazy_s = median(samples["lazy"])
+    row.codegen_s = median(samples["codegen"])
     row.samples.update({k: v for k, v in samples.items() if v})
     row.errors = sorted(set(row.errors))
     if not samples["ref"] and not row.ref_note:
@@ -351,15 +282,15 @@ def _measure_match(
     on the same input (matching does not modify it)."""
     from torch.ao.quantization.fx.fuse import _find_matches
 
-    handlers = sorted_fusion_handlers(wl.backend_config())
+    handlers = _reference_handlers(wl.backend_config())
     patterns = list(handlers)
     find_matches: Callable[..., dict[str, Any]] | None
     try:
-        from pyfuse._match import find_matches as _fm
+        from ..engine.matching import find_matches as _fm
 
         find_matches = _fm
     except ImportError as e:
-        row.errors.append(f"pyfuse._match.find_matches unavailable: {e!r}")
+        row.errors.append(f"pyfuse.engine.matching.find_matches unavailable: {e!r}")
         find_matches = None
     ref_t: list[float] = []
     py_t: list[float] = []
@@ -393,171 +324,19 @@ def _measure_match(
                 f"reference _find_matches: {len(roots)} matches, "
                 f"expected {wl.expected_fusions}"
             )
-    if ref_res is not None and py_res is not None and not same_matches(ref_res, py_res):
+    # (the reference's values hold two more fields: handler and its data)
+    if (
+        ref_res is not None
+        and py_res is not None
+        and {k: v[:3] for k, v in ref_res.items()} != py_res
+    ):
         row.errors.append("find_matches: result differs from the reference's")
-    row.match_ref_s = _median(ref_t)
-    row.match_pyfuse_s = _median(py_t)
+    row.match_ref_s = median(ref_t)
+    row.match_pyfuse_s = median(py_t)
     if ref_t:
         row.samples["match_ref"] = ref_t
     if py_t:
         row.samples["match_pyfuse"] = py_t
-
-
-# ---------------------------------------------------------------------------
-# output
-
-
-def _fmt_s(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x >= 100:
-        return f"{x:.1f}"
-    if x >= 1:
-        return f"{x:.2f}"
-    if x >= 0.01:
-        return f"{x:.3f}"
-    return f"{x:.2e}"
-
-
-def _fmt_x(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}x"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-            + " |"
-        )
-
-    sep = (
-        "|"
-        + "|".join(
-            "-" * (w + 1) + ":" if i else ":" + "-" * (w + 1)
-            for i, w in enumerate(widths)
-        )
-        + "|"
-    )
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
-
-
-def format_tables(rows: Sequence[Row]) -> str:
-    """The fusion table and the T1 (flatten + match) table, as Markdown."""
-    main_rows = []
-    for r in rows:
-        ref = _fmt_s(r.ref_s) if r.ref_s is not None else (r.ref_note or "-")
-        main_rows.append(
-            [
-                r.workload,
-                f"{r.nodes:,}",
-                "-" if r.fusions is None else f"{r.fusions:,}",
-                ref,
-                _fmt_s(r.pyfuse_s),
-                _fmt_x(r.speedup),
-                _fmt_s(r.lazy_s),
-                _fmt_x(r.lazy_speedup),
-                _fmt_s(r.codegen_s),
-                "-" if r.floor_ratio is None else f"{r.floor_ratio:.2f}",
-                "OK" if not r.errors else "FAIL",
-            ]
-        )
-    t1 = _table(
-        [
-            "workload",
-            "nodes",
-            "fusions",
-            "reference s",
-            "pyfuse s",
-            "speedup",
-            "pyfuse lazy s",
-            "lazy speedup",
-            "codegen floor s",
-            "pyfuse/floor",
-            "check",
-        ],
-        main_rows,
-    )
-    match_rows = [
-        [
-            r.workload,
-            f"{r.nodes:,}",
-            _fmt_s(r.match_ref_s),
-            _fmt_s(r.match_pyfuse_s),
-            _fmt_x(r.match_speedup),
-        ]
-        for r in rows
-        if r.match_ref_s is not None or r.match_pyfuse_s is not None
-    ]
-    parts = [t1]
-    if match_rows:
-        parts.append(
-            "T1, flatten + match only:\n"
-            + _table(
-                ["workload", "nodes", "_find_matches s", "find_matches s", "speedup"],
-                match_rows,
-            )
-        )
-    builds = ", ".join(
-        f"{r.workload} {_fmt_s(r.build_s)} s" for r in rows if r.build_s is not None
-    )
-    parts.append(f"input build time (not measured, once per run): {builds}")
-    errors = [f"  {r.workload}: {e}" for r in rows for e in r.errors]
-    if errors:
-        parts.append("PROBLEMS:\n" + "\n".join(errors))
-    return "\n\n".join(parts)
-
-
-def write_png(rows: Sequence[Row], path: str, title: str) -> None:
-    """Log-log plot of time vs nodes: reference, pyfuse eager, pyfuse lazy, floor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    series = [
-        ("reference", "ref_s", "tab:red", "-"),
-        ("pyfuse", "pyfuse_s", "tab:blue", "-"),
-        ("pyfuse lazy", "lazy_s", "tab:green", "-"),
-        ("codegen floor", "codegen_s", "gray", ":"),
-    ]
-    markers = {"resnet": "o", "mixed": "s", "onednn": "^", "huge": "D"}
-    kinds = [k for k in markers if any(r.kind == k for r in rows)]
-    for label, attr, color, style in series:
-        for kind in kinds:
-            pts = sorted(
-                (r.nodes, getattr(r, attr))
-                for r in rows
-                if r.kind == kind and getattr(r, attr) is not None
-            )
-            if not pts:
-                continue
-            xs = [p[0] for p in pts]
-            ys = [p[1] for p in pts]
-            ax.plot(
-                xs,
-                ys,
-                linestyle=style,
-                marker=markers[kind],
-                color=color,
-                label=f"{label} ({kind})",
-            )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("graph nodes")
-    ax.set_ylabel("seconds per fusion call (median)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------
@@ -581,7 +360,7 @@ def run(
 ) -> list[Row]:
     """Measure every workload of the size set; return one :class:`Row` each."""
     if log is None:
-        log = _stderr
+        log = log_to_stderr
     sets = W.size_set(sizes)
     huge = sizes == "huge"
     if repeats is None:
@@ -633,115 +412,5 @@ def _warn_memory(sets: dict[str, list[int]], log: Callable[[str], None]) -> None
         )
 
 
-def _stderr(msg: str) -> None:
+def log_to_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pyfuse bench",
-        description="Time pyfuse.fuse against torch.ao.quantization.fx.fuse.fuse.",
-    )
-    p.add_argument(
-        "--sizes",
-        choices=sorted(W.SIZE_SETS),
-        default="standard",
-        help="small: a smoke test; standard: ~1k-100k nodes (a few minutes); "
-        "huge: 1M nodes (pyfuse, plus the reference once unless it times out)",
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="timed runs per side (median reported); default 5/3/1 for "
-        "small/standard/huge",
-    )
-    p.add_argument("--png", default="pyfuse-bench.png", help="plot file ('' = none)")
-    p.add_argument("--qat", action="store_true", help="train-mode models, is_qat=True")
-    p.add_argument(
-        "--gc",
-        choices=["on", "off"],
-        default="on",
-        help="on (default): gc left enabled, collected before each timed call; "
-        "off: gc disabled during each timed call (both sides)",
-    )
-    p.add_argument(
-        "--workloads",
-        default="",
-        help="comma-separated subset of resnet,mixed,onednn (default: all)",
-    )
-    p.add_argument(
-        "--ref-timeout",
-        type=float,
-        default=None,
-        help="stop a reference run after this many seconds and mark it skipped "
-        "(default: none; 900 for --sizes huge)",
-    )
-    p.add_argument("--json", default="", help="also write the raw results here")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``pyfuse bench``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if args.repeats is not None and args.repeats < 1:
-        print("--repeats must be >= 1", file=sys.stderr)
-        return 2
-    kinds = [k for k in args.workloads.split(",") if k]
-    with warnings.catch_warnings():
-        # torch.ao.quantization's deprecation notices
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        rows = run(
-            args.sizes,
-            repeats=args.repeats,
-            qat=args.qat,
-            gc_off=args.gc == "off",
-            kinds=kinds or None,
-            ref_timeout=args.ref_timeout,
-            log=(lambda _msg: None) if args.quiet else _stderr,
-        )
-    import torch
-
-    gc_note = (
-        "gc disabled during timed calls"
-        if args.gc == "off"
-        else "gc enabled, collected before each timed call"
-    )
-    header = (
-        f"pyfuse bench --sizes {args.sizes}{' --qat' if args.qat else ''}: "
-        f"torch {torch.__version__}, Python {sys.version.split()[0]}, "
-        f"median of {args.repeats or default_repeats(args.sizes)} repeats "
-        f"(interleaved, fresh input each run), {gc_note}"
-    )
-    print(header)
-    print()
-    print(format_tables(rows))
-    if args.png:
-        try:
-            write_png(rows, args.png, f"pyfuse vs reference fusion ({args.sizes})")
-            print(f"\nplot: {args.png}")
-        except ImportError:
-            print("\nplot skipped: matplotlib is not installed", file=sys.stderr)
-    if args.json:
-        with Path(args.json).open("w") as fh:
-            json.dump(
-                {
-                    "header": header,
-                    "rows": [
-                        {
-                            **asdict(r),
-                            "speedup": r.speedup,
-                            "lazy_speedup": r.lazy_speedup,
-                            "floor_ratio": r.floor_ratio,
-                            "match_speedup": r.match_speedup,
-                        }
-                        for r in rows
-                    ],
-                },
-                fh,
-                indent=1,
-            )
-    ok = all(not r.errors for r in rows)
-    return 0 if ok else 1

@@ -1,7 +1,6 @@
 """The C++ automaton through pyfuse._core, on hand-checked arrays.
 
-Encoding (csrc/core/automaton.hpp): heads 0 match-all, 1 label, 2 never, 3 getattr;
-node args are node indices (>= 0) or literals encoded -(code + 2).
+Encoding: tests/support/arrays.py.
 """
 
 from __future__ import annotations
@@ -9,32 +8,7 @@ from __future__ import annotations
 import pytest
 
 from pyfuse import _core
-
-MATCH_ALL, LABEL, NEVER = 0, 1, 2
-
-
-def automaton(subs, top, num_labels=3, module_labels=(1,)):
-    """subs: list of (head, label, children) in children-first order."""
-    head = [s[0] for s in subs]
-    label = [s[1] for s in subs]
-    check = [int(bool(s[2])) for s in subs]
-    child, off = [], [0]
-    for s in subs:
-        child += s[2]
-        off.append(len(child))
-    is_mod = [int(lab in module_labels) for lab in range(num_labels)]
-    return _core.Automaton(head, label, check, off, child, top, is_mod, num_labels)
-
-
-def graph(nodes):
-    """nodes: list of (label, users, args)."""
-    off = [0]
-    args = []
-    for _, _, a in nodes:
-        args += a
-        off.append(len(args))
-    return _core.FlatGraph([n[0] for n in nodes], [n[1] for n in nodes], off, args)
-
+from tests.support.arrays import LABEL, MATCH_ALL, NEVER, automaton, graph
 
 # Labels: 1 = Conv (module), 2 = ReLU. Sub-patterns: 0 Conv, 1 (ReLU, Conv), 2 ReLU.
 CONV_RELU = [(LABEL, 1, []), (LABEL, 2, [0]), (LABEL, 2, [])]

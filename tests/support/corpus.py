@@ -10,7 +10,7 @@ The "real" models mimic the block structure of well-known architectures (ResNet,
 MobileNetV2, EfficientNet, VGG, DenseNet, 3D ResNets, MLPs, 1d audio nets, decoders)
 with narrow channels and small inputs so the whole corpus runs quickly on a CPU.
 The small models pin down individual matching rules of the reference
-(``torch.ao.quantization.fx.fuse.fuse``); see /work/shared/REFERENCE.md.
+(``torch.ao.quantization.fx.fuse.fuse``, torch/ao/quantization/fx/fuse.py).
 """
 
 from __future__ import annotations

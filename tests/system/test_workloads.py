@@ -1,4 +1,4 @@
-"""The benchmark workloads (pyfuse/_workloads.py) are what they claim to be.
+"""The benchmark workloads (pyfuse/bench/workloads.py, specs.py) are what they claim to be.
 
 The graphs are built directly with the torch.fx Graph API (tracing 100k nodes is
 too slow); here, on small sizes, they must be indistinguishable from
@@ -11,9 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.fx
-from torch.ao.quantization.fx.fuse import fuse as reference_fuse
 
-from pyfuse import _workloads as W
+from pyfuse.bench import specs
+from pyfuse.bench import workloads as W
+from tests.support.contract import reference_fuse, sorted_fusion_handlers
 
 KINDS = ["resnet", "mixed", "onednn"]
 
@@ -111,7 +112,6 @@ def test_mixed_covers_every_native_pattern():
     """Each of the 25 native patterns matches exactly once per block (eval)."""
     from torch.ao.quantization.fx.fuse import _find_matches
 
-    from pyfuse._bench import sorted_fusion_handlers
 
     wl = W.make_workload("mixed", 2)
     gm = wl.fresh()
@@ -204,13 +204,13 @@ def test_fresh_copy_keeps_get_attr_and_meta():
 
 def test_clone_module_is_independent():
     bn = torch.nn.BatchNorm2d(3)
-    clone = W.clone_module(bn)
+    clone = specs.clone_module(bn)
     clone.register_forward_hook(lambda *_: None)
     clone.running_mean.add_(1)
     assert not bn._forward_hooks
     assert torch.equal(bn.running_mean, torch.zeros(3))
     seq = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.ReLU())
-    c = W.clone_module(seq)
+    c = specs.clone_module(seq)
     assert c[0] is not seq[0]
     assert c[0].weight is not seq[0].weight
     assert torch.equal(c[0].weight, seq[0].weight)

@@ -1,4 +1,4 @@
-"""Matching: flatten the graph natively, run the automaton, rebuild match records.
+"""Matching: run the automaton on a flattened graph, build the match records.
 
 The automaton (C++) decides which node starts which match and which nodes each
 match claims; this module turns that into the reference's records: the nested
@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from torch.fx import Graph, Node
 
-from ._patterns import CompiledPatterns, Flat, _match_all_node, compile_patterns
+from .. import _core
+from .flatten import Flat, flatten
+from .patterns import CompiledPatterns, compile_patterns, match_all_node
 
-__all__ = ["Match", "find_matches", "match_graph", "plain_shape"]
+__all__ = ["Match", "MatchError", "find_matches", "match_graph", "plain_shape"]
 
 
 Builder = Callable[[Sequence[Any]], tuple[list[Any], tuple[list[Any], ...]]]
@@ -41,7 +43,7 @@ def plain_shape(pattern: Any) -> tuple[int, Builder] | None:
     the argument sub-patterns, and per position the list its value was recorded in
     (the walk's ``entries`` point at those lists).
     """
-    match_all = _match_all_node()
+    match_all = match_all_node()
     lines: list[str] = []
     owners: list[str] = []
 
@@ -124,7 +126,7 @@ class Match:
 
     def _build(self) -> None:
         if not self.plain:
-            self._walk.replay(self)
+            self._node_pattern, self._entries = self._walk.replay(self)
             return
         assert self.shape is not None
         self._node_pattern, lists = self.shape[1](self.claimed)
@@ -138,37 +140,56 @@ class Match:
 
 
 class _Walk:
-    """The reference's apply_match walk, replayed for one match on demand."""
+    """The reference's apply_match walk, replayed for one match on demand.
 
-    def __init__(self, matches: list[Match]) -> None:
-        self.matches = matches
-        self._owner: dict[Node, int] | None = None
+    Shared by the matches of one graph. It reads which match claimed each node
+    from the core's result (``MatchResult.owner``) and follows the arguments
+    through the flattened arrays, in step with the nodes' own ``args``; these are
+    read only when a match that is not plain is replayed.
+    """
 
-    def replay(self, match: Match) -> None:
+    __slots__ = ("_arg", "_arg_off", "_owner", "_result", "flat", "roots")
+
+    def __init__(self, result: _core.MatchResult, flat: Flat, roots: list[int]) -> None:
+        self._result = result
+        self.flat = flat
+        self.roots = roots  # per match: flattened index of the node it started at
+        self._owner: list[int] | None = None
+        self._arg: list[int] = []
+        self._arg_off: list[int] = []
+
+    def replay(
+        self, match: Match
+    ) -> tuple[list[Any], dict[str, tuple[Node, Any, list[Any]]]]:
+        """`match`'s node pattern and entries, as the reference's walk records them."""
         if self._owner is None:
-            self._owner = {n: m.index for m in self.matches for n in m.claimed}
-        owner = self._owner
+            self._owner = self._result.owner
+            self._arg = self.flat.graph.arg
+            self._arg_off = self.flat.graph.arg_off
+        owner, args, arg_off = self._owner, self._arg, self._arg_off
         m = match.index
         last, pattern = match.last, match.pattern
-        match_all = _match_all_node()
+        match_all = match_all_node()
         seen: set[Node] = set()
         entries: dict[str, tuple[Node, Any, list[Any]]] = {}
 
         # (fuse.py's apply_match): a node is recorded where it is first reached
-        # unless an earlier match, or this one, claimed it.
-        def walk(pat: Any, arg: Any, acc: list[Any]) -> None:
+        # unless an earlier match, or this one, claimed it. `at` is the flattened
+        # index of `arg` when it is a node.
+        def walk(pat: Any, arg: Any, at: int, acc: list[Any]) -> None:
             if isinstance(pat, tuple):
                 cur: list[Any] = []
-                walk(pat[0], arg, cur)
+                walk(pat[0], arg, at, cur)
                 if isinstance(arg, Node):
-                    for sub, a in zip(pat[1:], arg.args, strict=False):
-                        walk(sub, a, cur)
+                    b = arg_off[at]
+                    for k, (sub, a) in enumerate(zip(pat[1:], arg.args, strict=False)):
+                        walk(sub, a, args[b + k], cur)
                 acc.append(tuple(cur))
                 return
             if not isinstance(arg, Node):
                 acc.append(arg)  # a literal (the reference crashes here)
                 return
-            o = owner.get(arg, -1)
+            o = owner[at]
             if (0 <= o < m) or arg in seen:
                 return
             acc.append(arg)
@@ -177,9 +198,9 @@ class _Walk:
                 entries[arg.name] = (last, pattern, acc)
 
         top: list[Any] = []
-        walk(pattern, last, top)
-        match._node_pattern = entries[last.name][2] if last.name in entries else top
-        match._entries = entries
+        walk(pattern, last, self.roots[m], top)
+        node_pattern = entries[last.name][2] if last.name in entries else top
+        return node_pattern, entries
 
 
 class MatchError(ValueError):
@@ -188,7 +209,7 @@ class MatchError(ValueError):
 
 def _run(
     compiled: CompiledPatterns, flat: Flat, exclude: Sequence[int] = ()
-) -> tuple[list[int], list[int], list[int], list[int]]:
+) -> _core.MatchResult:
     res = compiled.automaton.match(flat.graph, list(exclude))
     if res.error:
         node = flat.nodes[res.error_node] if res.error_node >= 0 else None
@@ -199,19 +220,20 @@ def _run(
             )
         where = f" (node {node.name!r})" if node is not None else ""
         raise MatchError(f"pyfuse matcher: {res.error}{where}")
-    return res.roots, res.patterns, res.claimed, res.claimed_off
+    return res
 
 
 def match_graph(
     compiled: CompiledPatterns, flat: Flat, exclude: Sequence[int] = ()
 ) -> list[Match]:
     """All matches in claim order. `exclude` holds (node index, pattern index) pairs."""
-    roots, pats, claimed, claimed_off = _run(compiled, flat, exclude)
+    res = _run(compiled, flat, exclude)
+    roots, pats, claimed, claimed_off = res.roots, res.patterns, res.claimed, res.claimed_off
     nodes = flat.nodes
     patterns = compiled.patterns
     out: list[Match] = []
     shapes = [plain_shape(p) for p in patterns]
-    walk = _Walk(out)
+    walk = _Walk(res, flat, roots)
     for m, (r, k) in enumerate(zip(roots, pats, strict=True)):
         ids = claimed[claimed_off[m] : claimed_off[m + 1]]
         out.append(
@@ -235,6 +257,6 @@ def find_matches(
     """
     compiled = compile_patterns(patterns)
     result: dict[str, tuple[Node, Any, list[Any]]] = {}
-    for match in match_graph(compiled, compiled.flatten(graph, root)):
+    for match in match_graph(compiled, flatten(graph, root, compiled)):
         result.update(match.entries)
     return result

@@ -1,28 +1,24 @@
-"""``pyfuse.explain``: what fusion would do, and why some chains do not fuse."""
+"""``pyfuse.explain``: what fusion would do, and why some chains do not fuse.
+
+Built on the FX pass's stages: the pass's own analysis and fuser calls (nothing
+installed), then the matches a relaxed graph (user counts ignored) adds.
+``import pyfuse`` imports this module (the function shares its name), so the
+stages and torch are imported on the first call.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.fx import GraphModule
+from .report import Fused, FuseReport, Skipped, pattern_name
 
-from . import _core
-from ._fuse import (
-    Fused,
-    FuseReport,
-    Skipped,
-    _analyze,
-    _call_fusers,
-    _configs,
-    _Modules,
-    _pattern_name,
-    _plan_for,
-    _prepare,
-    _record,
-)
-from ._match import match_graph
+if TYPE_CHECKING:
+    import torch
+
+    from .engine.flatten import Flat
+    from .fx.plan import Plan
+    from .fx.prepare import Fusion
 
 __all__ = ["Explanation", "explain"]
 
@@ -70,22 +66,39 @@ def explain(
     Returns:
         An :class:`Explanation`; ``print()`` it for a table.
     """
-    _, backend_config = _configs(None, backend_config)
-    gm = model if isinstance(model, GraphModule) else torch.fx.symbolic_trace(model)
-    plan = _plan_for(backend_config)
-    report = FuseReport()
-    flat, fusions, failure = _analyze(gm, is_qat, plan, report)
-    _call_fusers(fusions, is_qat, failure)  # builds fused modules; installs nothing
-    _record(fusions, report)
-    out = Explanation(report.fused, list(report.skipped))
+    import torch.fx
 
-    # Near misses: chains that match once user counts are ignored.
+    from .fx.pipeline import analyze, call_fusers, record
+    from .fx.plan import configs, plan_for
+
+    _, backend_config = configs(None, backend_config)
+    gm = model if isinstance(model, torch.fx.GraphModule) else torch.fx.symbolic_trace(model)
+    plan = plan_for(backend_config)
+    report = FuseReport()
+    flat, fusions, failure = analyze(gm, is_qat, plan, report)
+    call_fusers(fusions, is_qat, failure)  # builds fused modules; installs nothing
+    record(fusions, report)
+    out = Explanation(report.fused, list(report.skipped))
+    out.near_misses += _near_misses(gm, flat, fusions, plan, is_qat)
+    return out
+
+
+def _near_misses(
+    gm: torch.nn.Module, flat: Flat, fusions: list[Fusion], plan: Plan, is_qat: bool
+) -> list[Skipped]:
+    """Chains that match once user counts are ignored, and what stops each."""
+    from . import _core
+    from .engine.flatten import Flat
+    from .engine.matching import match_graph
+    from .fx.prepare import Modules, prepare
+
+    out: list[Skipped] = []
     fused_nodes = {n for f in fusions for n in f.match.claimed}
     relaxed = _core.FlatGraph(
         flat.graph.label, [min(u, 1) for u in flat.graph.users], flat.graph.arg_off, flat.graph.arg
     )
-    modules = _Modules(gm)
-    relaxed_flat = type(flat)(relaxed, flat.nodes, flat.modules, flat.get_attrs)
+    modules = Modules(gm)
+    relaxed_flat = Flat(relaxed, flat.nodes, flat.modules, flat.get_attrs)
     for m in match_graph(plan.compiled, relaxed_flat):
         if fused_nodes.intersection(m.claimed):
             continue
@@ -95,9 +108,9 @@ def explain(
             reason = "; ".join(f"{n.name} has {len(n.users)} users" for n in busy)
         else:
             try:
-                _prepare(plan, m, relaxed_flat, modules, is_qat)
+                prepare(plan, m, relaxed_flat, modules, is_qat)
                 continue
             except AssertionError as e:
                 reason = str(e).strip()
-        out.near_misses.append(Skipped(_pattern_name(m.pattern), names, reason))
+        out.append(Skipped(pattern_name(m.pattern), names, reason))
     return out

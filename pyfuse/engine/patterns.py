@@ -20,31 +20,28 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.fx import Graph, Node
+from torch.fx import Node
 
-from . import _core
+from .. import _core
+from ..errors import MalformedGetattr, PatternError
 
-__all__ = ["CompiledPatterns", "PatternError", "compile_patterns"]
+__all__ = [
+    "CompiledPatterns",
+    "compile_patterns",
+    "match_all_node",
+    "pattern_size",
+    "sort_patterns",
+]
 
 # Head kinds, as csrc/core/automaton.hpp numbers them.
 _MATCH_ALL, _LABEL, _NEVER, _GETATTR = 0, 1, 2, 3
 
 
-class PatternError(ValueError):
-    """A fusion pattern pyfuse cannot compile."""
-
-
-class _MalformedGetattr(PatternError, AssertionError):
-    """A getattr pattern without exactly two elements (an AssertionError too, as the
-    reference rejects it with one)."""
-
-
 @functools.cache
-def _match_all_node() -> type:
+def match_all_node() -> type:
     from torch.ao.quantization.utils import MatchAllNode
 
     return MatchAllNode
@@ -56,22 +53,12 @@ def _type_before_parametrizations(module: torch.nn.Module) -> type:
     return type_before_parametrizations(module)
 
 
-@dataclass(frozen=True)
-class Flat:
-    """A graph flattened for matching."""
-
-    graph: _core.FlatGraph
-    nodes: list[Node]
-    modules: list[torch.nn.Module | None]
-    get_attrs: list[int]
-
-
 class CompiledPatterns:
     """An immutable, compiled pattern set: interning tables plus the automaton."""
 
     def __init__(self, patterns: Sequence[Any]) -> None:
         self.patterns: tuple[Any, ...] = tuple(patterns)
-        match_all = _match_all_node()
+        match_all = match_all_node()
         self._sub_ids: dict[Any, int] = {}
         self._module_labels: dict[type, int] = {}
         self._func_labels: dict[Any, int] = {}
@@ -127,7 +114,7 @@ class CompiledPatterns:
                     raise PatternError(f"pattern {where!r} holds an empty tuple")
                 kind, lab = head_of(sub[0], where)
                 if kind == _GETATTR and len(sub) != 2:
-                    raise _MalformedGetattr(
+                    raise MalformedGetattr(
                         f"pattern {where!r}: a getattr pattern needs exactly two "
                         "elements, (getattr, name)"
                     )
@@ -160,7 +147,8 @@ class CompiledPatterns:
             len(self._label_is_module),
         )
         self.has_module_heads = bool(self._module_labels)
-        self._interner = _core.Interner(
+        # (the flattener's tables: see pyfuse.engine.flatten)
+        self.interner = _core.Interner(
             self._func_labels,
             self._method_labels,
             self._module_labels,
@@ -171,10 +159,6 @@ class CompiledPatterns:
 
     def _resolve_type(self, module: torch.nn.Module) -> int:
         return self._module_labels.get(_type_before_parametrizations(module), 0)
-
-    def flatten(self, graph: Graph, root: torch.nn.Module) -> Flat:
-        flat, nodes, modules, get_attrs = self._interner.flatten(graph.nodes, root)
-        return Flat(flat, nodes, modules, get_attrs)
 
 
 _cache: dict[tuple[Hashable, ...], CompiledPatterns] = {}

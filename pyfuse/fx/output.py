@@ -1,0 +1,103 @@
+"""Output: the fused GraphModule around the edited graph.
+
+As ``GraphModule(model, graph)`` builds it, installing only the modules and
+attributes the graph uses, with the fused modules at their paths, and without
+mutating the input's module tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.fx import Graph, GraphModule
+
+from .fusers import new_module, registration_hooks
+
+__all__ = ["build_output"]
+
+
+def build_output(
+    model: GraphModule,
+    graph: Graph,
+    replaced: dict[str, torch.nn.Module],
+    lazy: bool,
+) -> GraphModule:
+    """``GraphModule(model, graph)`` with ``replaced`` modules at their paths,
+    leaving ``model``'s own module tree untouched."""
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+    from torch.fx.graph import CodeGen
+
+    cls = _LazyGraphModule if lazy else GraphModule
+    out = cls({}, Graph())
+    if hasattr(model, "training"):
+        out.training = model.training
+    # Without registration hooks, installing a submodule under a new name is a
+    # write to `_modules` (what Module.__setattr__ ends with), and containers are
+    # built from a template: the same objects, a fraction of the cost.
+    direct = not registration_hooks()
+    seen_from: dict[str, Any] = {}
+
+    def source(path: str, parent: Any, name: str) -> Any:
+        if path in replaced:
+            return replaced[path]
+        got = seen_from.get(path, seen_from)
+        if got is seen_from:
+            sub = parent._modules.get(name) if name not in parent.__dict__ else None
+            got = sub if sub is not None else getattr(parent, name)
+            seen_from[path] = got
+        return got
+
+    def fresh_name(mod: Any, name: str) -> bool:
+        d = mod.__dict__
+        return not (name in d or name in d["_parameters"] or name in d["_buffers"]
+                    or name in d["_modules"] or hasattr(type(mod), name))
+
+    for node in graph.nodes:
+        if node.op not in ("get_attr", "call_module"):
+            continue
+        target = node.target
+        if not isinstance(target, str):
+            raise AssertionError(  # noqa: TRY004 (the reference raises AssertionError)
+                f"Expected node.target to be str, got {type(target)}"
+            )
+        # torch.fx's _copy_attr, reading through `replaced`.
+        *prefix, fname = target.split(".")
+        from_mod: Any = model
+        to_mod: Any = out
+        path = ""
+        done = False
+        for item in prefix:
+            path = f"{path}.{item}" if path else item
+            f = source(path, from_mod, item)
+            t = to_mod._modules.get(item)
+            if t is None:
+                t = getattr(to_mod, item, None)
+            if f is t:
+                done = True
+                break
+            if t is None:
+                if direct and fresh_name(to_mod, item):
+                    t = to_mod._modules[item] = new_module()
+                else:
+                    t = torch.nn.Module()
+                    setattr(to_mod, item, t)
+            from_mod, to_mod = f, t
+        if done:
+            continue
+        path = f"{path}.{fname}" if path else fname
+        orig = source(path, from_mod, fname)
+        if isinstance(orig, torch.Tensor) and not isinstance(orig, torch.nn.Parameter):
+            to_mod.register_buffer(fname, orig)
+        elif direct and isinstance(orig, torch.nn.Module) and fresh_name(to_mod, fname):
+            to_mod._modules[fname] = orig
+        else:
+            setattr(to_mod, fname, orig)
+
+    # The reference builds a fresh Graph: default code generation, no tracer.
+    graph._codegen = CodeGen()
+    graph._tracer_cls = None
+    graph._tracer_extras = None
+    graph._co_fields = {}
+    out.graph = graph
+    return out

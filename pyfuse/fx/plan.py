@@ -1,0 +1,112 @@
+"""The plan: what a backend config means for the pass, built once and cached.
+
+A plan holds the config's patterns in the reference's priority order compiled
+into the automaton, and the fuser methods, root-node getters and extra-input
+getters the reference would look up per match. :func:`configs` handles the
+config arguments (and their deprecated dict forms) exactly as the reference does.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.patterns import CompiledPatterns, compile_patterns, sort_patterns
+
+__all__ = ["Plan", "configs", "fuse_custom_config_of", "make_plan", "native_plan", "plan_for"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a pass needs from a backend config, built once per config."""
+
+    compiled: CompiledPatterns
+    fuser_methods: dict[Any, Callable[..., Any]]
+    configs: dict[Any, Any]
+    root_getters: dict[Any, Callable[..., Any]]
+    extra_getters: dict[Any, Callable[..., Any]]
+    fuser_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict)
+    plain_fusers: dict[tuple[int, bool], Callable[..., Any]] = field(default_factory=dict)
+
+
+def make_plan(backend_config: Any) -> Plan:
+    from torch.ao.quantization.backend_config.utils import (
+        get_fuser_method_mapping,
+        get_fusion_pattern_to_extra_inputs_getter,
+        get_fusion_pattern_to_root_node_getter,
+    )
+
+    by_pattern = {
+        p: c
+        for p, c in backend_config._pattern_complex_format_to_config.items()
+        if c.fuser_method is not None
+    }
+    return Plan(
+        compile_patterns(sort_patterns(list(by_pattern))),
+        get_fuser_method_mapping(backend_config),
+        by_pattern,
+        get_fusion_pattern_to_root_node_getter(backend_config),
+        get_fusion_pattern_to_extra_inputs_getter(backend_config),
+    )
+
+
+@functools.cache
+def native_plan() -> Plan:
+    from torch.ao.quantization.backend_config import get_native_backend_config
+
+    return make_plan(get_native_backend_config())
+
+
+_plans: dict[Any, Plan] = {}
+
+
+def plan_for(backend_config: Any) -> Plan:
+    if backend_config is None:
+        return native_plan()
+    # Keyed by content, so an equal config built again reuses the plan.
+    key = tuple(
+        (p, c.fuser_method, c._root_node_getter, c._extra_inputs_getter)
+        for p, c in backend_config._pattern_complex_format_to_config.items()
+    )
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= 32:
+            _plans.pop(next(iter(_plans)))
+        plan = _plans[key] = make_plan(backend_config)
+    return plan
+
+
+def fuse_custom_config_of(fuse_custom_config: Any, stacklevel: int) -> Any:
+    """A FuseCustomConfig from None, itself or its (deprecated) dict form."""
+    from torch.ao.quantization.fx.custom_config import FuseCustomConfig
+
+    if fuse_custom_config is None:
+        return FuseCustomConfig()
+    if isinstance(fuse_custom_config, dict):
+        warnings.warn(
+            "Passing a fuse_custom_config_dict to fuse is deprecated and will not be "
+            "supported in a future version. Please pass in a FuseCustomConfig instead.",
+            FutureWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return FuseCustomConfig.from_dict(fuse_custom_config)
+    return fuse_custom_config
+
+
+def configs(fuse_custom_config: Any, backend_config: Any) -> tuple[Any, Any]:
+    """The reference's handling of the config arguments, warnings included."""
+    from torch.ao.quantization.backend_config import BackendConfig
+
+    fuse_custom_config = fuse_custom_config_of(fuse_custom_config, stacklevel=3)
+    if isinstance(backend_config, dict):
+        warnings.warn(
+            "Passing a backend_config_dict to prepare is deprecated and will not be "
+            "supported in a future version. Please pass in a BackendConfig instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        backend_config = BackendConfig.from_dict(backend_config)
+    return fuse_custom_config, backend_config

@@ -1,0 +1,60 @@
+"""Rewrite: the fusions applied to the graph.
+
+In place where it can (O(F) moves, redirects and erasures, where the reference
+copies every node into a new graph); as a copy, node by node as the reference
+builds its output, where erasing in place could not order the removals.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.fx import Graph, Node
+
+from .checks import read_outside, simple
+from .prepare import Fusion
+
+__all__ = ["edit", "rebuild"]
+
+
+def edit(graph: Graph, fusions: list[Fusion]) -> Graph:
+    """Apply `fusions` to `graph`: each root node takes its match's last node's
+    place and the rest of the match is erased. Returns the edited graph."""
+    if any(f.unclaimed_root or (not simple(f) and read_outside(f)) for f in fusions):
+        return rebuild(graph, fusions)
+    # Extra inputs first, so redirecting other fusions' last nodes updates them.
+    for f in fusions:
+        if f.extra_inputs:
+            f.root_node.args = (*f.root_node.args, *f.extra_inputs)
+    for f in fusions:
+        last, root = f.match.last, f.root_node
+        if root is not last:
+            last.prepend(root)
+            last.replace_all_uses_with(root)
+        # Walk order is top-down: every node's users inside the match go first.
+        for n in f.match.claimed:
+            if n is not root:
+                graph.erase_node(n)
+    return graph
+
+
+def rebuild(graph: Graph, fusions: list[Fusion]) -> Graph:
+    """The edit as a new graph, copied node by node as the reference builds its
+    output. Needed when a root node is not claimed by its match (that node is
+    kept, and a copy of it, named as the reference names it, replaces the last
+    node), or when a node one fusion removes is read by a node another removes
+    (erasing either first would fail). `graph` is not changed."""
+    at_last = {f.match.last: f for f in fusions}
+    claimed = {n for f in fusions for n in f.match.claimed}
+    new = Graph()
+    env: dict[Node, Node] = {}
+    load = env.__getitem__
+    for node in graph.nodes:
+        f = at_last.get(node)
+        if f is not None:
+            extra = [torch.fx.map_arg(a, load) for a in f.extra_inputs]
+            env[node] = copy = new.node_copy(f.root_node, load)
+            if extra:
+                copy.args = (*copy.args, *extra)
+        elif node not in claimed:
+            env[node] = new.node_copy(node, load)
+    return new
