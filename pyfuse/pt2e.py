@@ -21,9 +21,10 @@ from typing import Any
 
 from torch.fx import GraphModule
 
-from ._fuse import FuseReport, GraphModuleRequired
+from .errors import GraphModuleRequired
 from .export.inplace import fold_module
 from .export.ops import CONV_PRODUCERS, LINEAR_PRODUCERS
+from .report import FuseReport
 
 __all__ = [
     "fuse_conv_bn_",
@@ -96,8 +97,8 @@ def patch_torchao() -> None:
     with _lock:
         if _saved:
             return
-        modules = {name: importlib.import_module(name) for name, _, _ in _PATCHED}
-        for name, attr, fn in _PATCHED:
+        modules = {name: importlib.import_module(name) for name, _a, _f in _PATCHED}
+        for name, attr, _fn in _PATCHED:
             _saved[(name, attr)] = getattr(modules[name], attr)
         for name, attr, fn in _PATCHED:
             setattr(modules[name], attr, fn)

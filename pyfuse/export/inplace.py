@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from .._fuse import Fused, FuseReport, Skipped
+from ..report import Fused, FuseReport, Skipped
 from .match import find_sites
 from .ops import Producer
 from .plan import Group, plan_folds

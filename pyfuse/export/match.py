@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch.fx import Graph, Node
 
-from .._match import _run
-from .._patterns import CompiledPatterns, _match_all_node, compile_patterns
+from ..engine.flatten import flatten
+from ..engine.matching import MatchError
+from ..engine.patterns import CompiledPatterns, compile_patterns, match_all_node
 from .ops import ALL_NORM_TARGETS, NORMS, Norm, Producer
 
 __all__ = ["Sites", "find_sites"]
@@ -35,7 +36,7 @@ class _Set:
 
 @functools.cache
 def _pattern_set(producers: tuple[Producer, ...]) -> _Set:
-    match_all = _match_all_node()
+    match_all = match_all_node()
     patterns: list[Any] = []
     norm_of: list[Norm | None] = []
     paired: list[bool] = []
@@ -72,8 +73,12 @@ class Sites:
 def find_sites(graph: Graph, root: torch.nn.Module, producers: Sequence[Producer]) -> Sites:
     """The BatchNorm sites of `graph` for folds into `producers`."""
     pset = _pattern_set(tuple(producers))
-    flat = pset.compiled.flatten(graph, root)
-    roots, pats, _claimed, _off = _run(pset.compiled, flat)
+    flat = flatten(graph, root, pset.compiled)
+    res = pset.compiled.automaton.match(flat.graph, [])
+    if res.error:
+        where = f" (node {flat.nodes[res.error_node].name!r})" if res.error_node >= 0 else ""
+        raise MatchError(f"pyfuse matcher: {res.error}{where}")
+    roots, pats = res.roots, res.patterns
     nodes = flat.nodes
     norms: list[tuple[Node, Norm, bool]] = []
     for r, k in zip(reversed(roots), reversed(pats), strict=True):  # graph order

@@ -98,7 +98,7 @@ class _Skip(Exception):
     """A site check failed (internal: carries the reason)."""
 
 
-def _kind_name(producer: Producer, prod: Node) -> str:
+def _kind_name(producer: Producer) -> str:
     return "linear" if producer.kind in ("linear", "addmm", "mm") else (
         "conv_transpose" if producer.kind == "conv_transpose" else "conv")
 
@@ -138,7 +138,7 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
     producer = by_target.get(prod.target)
     if producer is None:
         return None
-    what = _kind_name(producer, prod)
+    what = _kind_name(producer)
     args = _norm_args(bn, norm)
     keys: list[str | None] = []
     for i, name in ((1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")):
@@ -177,6 +177,7 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
         perm = _literal_arg(prod, producer.weight, None)
         if not (isinstance(perm, Node) and perm.op == "call_function"
                 and perm.target is aten.permute.default and len(perm.args) == 2
+                and isinstance(perm.args[1], list | tuple)
                 and list(perm.args[1]) in ([1, 0], [-1, -2], [1, -2], [-1, 0])
                 and not perm.kwargs):
             raise _Skip(f"{short_name(prod.target)} weight is not permute(weight, [1, 0])")
@@ -277,7 +278,7 @@ def plan_folds(sites: Sites, producers: Sequence[Producer], store: Store, *,
     # A weight key read by a skipped site's producer is caught by the reader check.
     for key in order:
         group = by_weight[key]
-        what = _kind_name(group[0].producer, group[0].prod)
+        what = _kind_name(group[0].producer)
         why = _group_problem(group, store, what)
         if why is None and group[0].bias_key is None and new_bias_name is not None \
                 and store.exists(new_bias_name(key)):

@@ -31,7 +31,7 @@ def _grouped_transpose(
     rsqrt = torch.rsqrt(rv + eps)
     per_group = w.shape[1]
     scale = (bw * rsqrt).reshape([groups, 1, per_group] + [1] * (w.dim() - 2))
-    grouped = w.reshape([groups, w.shape[0] // groups] + list(w.shape[1:]))
+    grouped = w.reshape([groups, w.shape[0] // groups, *list(w.shape[1:])])
     fused_w = (grouped * scale).reshape(w.shape).to(dtype=w_dtype)
     fused_b = ((b - rm) * rsqrt * bw + bb).to(dtype=b_dtype)
     return torch.nn.Parameter(fused_w, w.requires_grad), torch.nn.Parameter(fused_b, b_grad)

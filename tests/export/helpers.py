@@ -62,7 +62,8 @@ def assert_same_fold(ref: GraphModule, got: GraphModule, inputs: Sequence[Any]) 
     for k, a in rs.items():
         b = gs[k]
         assert type(b) is type(a), k
-        assert b.dtype == a.dtype and b.requires_grad == a.requires_grad, k
+        assert b.dtype == a.dtype, k
+        assert b.requires_grad == a.requires_grad, k
         assert torch.equal(b, a), k
     assert [n for n, _ in got.named_parameters()] == [n for n, _ in ref.named_parameters()]
     for a, b in zip(outputs(ref, inputs), outputs(got, inputs), strict=True):

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx import GraphModule
 
-import pyfuse.export.inplace as inplace
 from pyfuse import pt2e
-from pyfuse._fuse import GraphModuleRequired
+from pyfuse.errors import GraphModuleRequired
+from pyfuse.export import inplace
 from tests.export.helpers import (
     assert_same_fold,
     max_rel_diff,
@@ -130,7 +130,8 @@ def test_biasless_conv_called_twice_with_the_same_bn_folds_once() -> None:
     x = torch.randn(2, 3, 6, 6)
     model = SharedConvTwoBns(bias=False, same_bn=True)
     ref, ours, reasons = _fold_both(_prepare(model, x))
-    assert reasons == [] and _norms(ours) == 0
+    assert reasons == []
+    assert _norms(ours) == 0
     assert [n for n, _ in ours.named_parameters()].count("conv.weight_bias") == 1
     unfolded = outputs(model, (x,))
     assert max_rel_diff(outputs(ours, (x,)), unfolded) < 1e-6
@@ -183,7 +184,8 @@ def test_grouped_conv_transpose_folds_correctly(dim: int) -> None:
     make = _prepare(model, x)
     ours = make()
     report = pt2e.fuse_conv_bn_(ours)
-    assert len(report.fused) == 1 and _norms(ours) == 0
+    assert len(report.fused) == 1
+    assert _norms(ours) == 0
     assert max_rel_diff(outputs(ours, (x,)), outputs(model, (x,))) < 1e-6
     conv_ao, _ = torchao_folds()
     with pytest.raises(RuntimeError), quiet():
@@ -202,8 +204,8 @@ def test_linear_on_3d_input_is_kept_as_torchao_does() -> None:
 
     x = torch.randn(2, 3, 5)
     ref, ours, reasons = _fold_both(_prepare(M(), x))
-    assert reasons == ["linear input is 3-D: BatchNorm normalizes dim 1, linear "
-                       "transforms the last dim"]
+    assert reasons == [("linear input is 3-D: BatchNorm normalizes dim 1, linear "
+                       "transforms the last dim")]
     assert_same_fold(ref, ours, (x,))
 
 
@@ -230,7 +232,8 @@ def test_native_batch_norm_form_folds_as_torchao() -> None:
                           nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
     make = _prepare(model, x)
     ref, ours, reasons = _fold_both(lambda: _to_native(make()))
-    assert reasons == [] and _norms(ours) == 0
+    assert reasons == []
+    assert _norms(ours) == 0
     assert_same_fold(ref, ours, (x,))
 
 
@@ -240,7 +243,8 @@ def test_no_batch_norm_leaves_the_module_alone() -> None:
     dead = gm.graph.get_attr("0.weight")  # dead code a whole-graph pass would remove
     code = gm.code
     assert pt2e.fuse_conv_bn_(gm).fused == []
-    assert gm.code == code and dead in gm.graph.nodes
+    assert gm.code == code
+    assert dead in gm.graph.nodes
 
 
 def test_rejects_a_non_graph_module() -> None:
@@ -318,7 +322,8 @@ def test_getter_raising_leaves_the_module_unchanged() -> None:
     del gm.bns.get_submodule("2")._buffers["running_var"]  # the third BN loses its stats
     with pytest.raises(RuntimeError, match="running_var"):
         pt2e.fuse_conv_bn_(gm)
-    assert _state(gm)[0] == before[0] and _state(gm)[2] == before[2]
+    assert _state(gm)[0] == before[0]
+    assert _state(gm)[2] == before[2]
 
 
 def test_patch_torchao_routes_prepare_pt2e_through_pyfuse(
