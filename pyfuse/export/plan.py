@@ -108,6 +108,11 @@ def _readers_text(nodes: Sequence[Node]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+def _other_readers(prod: Node, bn: Node) -> list[Node]:
+    """The nodes besides `bn` reading the producer's output."""
+    return [u for u in prod.users if u is not bn]
+
+
 def _norm_args(bn: Node, norm: Norm) -> list[Any]:
     if not bn.kwargs and len(bn.args) == norm.arity:
         return list(bn.args)
@@ -157,7 +162,7 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
     eps = args[norm.eps]
     if not isinstance(eps, float | int) or isinstance(eps, bool):
         raise _Skip(f"BatchNorm eps is not a number ({eps!r})")
-    others = [u for u in prod.users if u is not bn]
+    others = _other_readers(prod, bn)
     if others:
         raise _Skip(f"{what} output also read by {_readers_text(others)}")
     if prod.kwargs:
