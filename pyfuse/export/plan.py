@@ -235,7 +235,7 @@ def _group_problem(sites: list[Site], store: Store, what: str) -> str | None:
     if outside:
         return f"{what} weight also read by {_readers_text(outside)}"
     if len({s.signature() for s in sites}) > 1:
-        return f"{what} weight shared by {len(sites)} {what}s with different BatchNorms"
+        return f"{what} weight shared by {len(sites)} {what}s with different BNs"
     if first.bias_key is not None:
         prods = {id(s.prod) for s in sites}
         bias_pos = first.producer.bias

@@ -111,7 +111,7 @@ def test_conv_called_twice_with_two_bns_is_kept() -> None:
     x = torch.randn(2, 3, 6, 6)
     model = SharedConvTwoBns(bias=True, same_bn=False)
     ref, ours, reasons = _fold_both(_prepare(model, x))
-    assert reasons == ["conv weight shared by 2 convs with different BatchNorms"] * 2
+    assert reasons == ["conv weight shared by 2 convs with different BNs"] * 2
     assert _norms(ours) == 2
     unfolded = outputs(model, (x,))
     assert max_rel_diff(outputs(ours, (x,)), unfolded) < 1e-6
