@@ -19,6 +19,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from ..report import Fused, FuseReport, Skipped
+from .dce import eliminate_dead_code
 from .match import find_sites
 from .ops import Producer
 from .plan import Group, plan_folds
@@ -27,21 +28,6 @@ from .weights import fold_weights
 __all__ = ["ModuleStore", "fold_module"]
 
 _MISSING = object()
-
-
-def _resolve(root: torch.nn.Module, target: str) -> Any:
-    obj: Any = root
-    for atom in target.split("."):
-        obj = getattr(obj, atom)
-    return obj
-
-
-def _owner(root: torch.nn.Module, target: str) -> tuple[Any, str]:
-    *path, field = target.split(".")
-    obj: Any = root
-    for atom in path:
-        obj = getattr(obj, atom, None)
-    return obj, field
 
 
 def bias_name(weight_key: str) -> str:
@@ -54,6 +40,7 @@ class ModuleStore:
 
     def __init__(self, gm: GraphModule, get_attrs: Sequence[Node]) -> None:
         self.gm = gm
+        self._owners: dict[str, Any] = {"": gm}  # dotted path -> object there
         self._readers: dict[str, list[Node]] = {}
         for n in get_attrs:
             if isinstance(n.target, str):
@@ -65,8 +52,20 @@ class ModuleStore:
     def readers(self, key: str) -> list[Node]:
         return self._readers.get(key, [])
 
+    def owner(self, key: str) -> tuple[Any, str]:
+        """(the object holding attribute `key`, the attribute's name), or (None, name)."""
+        path, _, field = key.rpartition(".")
+        try:
+            return self._owners[path], field
+        except KeyError:
+            pass
+        obj, parent = self.owner(path)
+        found = getattr(obj, parent, None) if obj is not None else None
+        self._owners[path] = found
+        return found, field
+
     def replaceable(self, key: str) -> str | None:
-        owner, field = _owner(self.gm, key)
+        owner, field = self.owner(key)
         if not isinstance(owner, torch.nn.Module):
             return f"{key!r} is not an attribute of a module"
         if not isinstance(owner._parameters.get(field), torch.nn.Parameter):
@@ -74,16 +73,15 @@ class ModuleStore:
         return None
 
     def exists(self, key: str) -> bool:
-        owner, field = _owner(self.gm, key)
+        owner, field = self.owner(key)
         return owner is not None and hasattr(owner, field)
 
     def tensor(self, key: str, node: Node) -> torch.Tensor:
-        try:
-            value = _resolve(self.gm, key)
-        except AttributeError:
+        owner, field = self.owner(key)
+        value = getattr(owner, field, _MISSING) if owner is not None else _MISSING
+        if value is _MISSING:
             raise RuntimeError(
-                f"node {node.name!r} reads {key!r}, which does not exist in the module"
-            ) from None
+                f"node {node.name!r} reads {key!r}, which does not exist in the module")
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"node {node.name!r} reads {key!r}, which is not a tensor")
         return value
@@ -159,19 +157,14 @@ def _redirect_norm(journal: _Journal, bn: Node, prod: Node, tuple_output: bool) 
             journal.redirect(user, prod)
 
 
-def _apply(gm: GraphModule, group: Group, weight: torch.nn.Parameter,
+def _apply(gm: GraphModule, store: ModuleStore, group: Group, weight: torch.nn.Parameter,
            bias: torch.nn.Parameter, journal: _Journal) -> None:
     s = group.first
     graph = gm.graph
-    owner, field = _owner(gm, s.weight_key)
+    owner, field = store.owner(s.weight_key)
     journal.set_param(owner, field, weight)
-    if s.bias_key is not None:
-        bowner, bfield = _owner(gm, s.bias_key)
-        journal.set_param(bowner, bfield, bias)
-    else:
-        name = bias_name(s.weight_key)
-        bowner, bfield = _owner(gm, name)
-        journal.set_param(bowner, bfield, bias)
+    bowner, bfield = store.owner(s.bias_key or bias_name(s.weight_key))
+    journal.set_param(bowner, bfield, bias)
     for site in group.sites:
         prod = site.prod
         if s.bias_key is None:
@@ -202,12 +195,12 @@ def fold_module(gm: GraphModule, producers: Sequence[Producer], *,
     journal = _Journal()
     try:
         for group, weight, bias in folded:
-            _apply(gm, group, weight, bias, journal)
+            _apply(gm, store, group, weight, bias, journal)
     except BaseException:
         journal.rollback()
         raise
     graph = gm.graph
-    graph.eliminate_dead_code()
+    eliminate_dead_code(graph)
     for group, _w, _b in folded:
         for site in group.sites:
             bn = site.bn

@@ -30,6 +30,7 @@ from torch.export.graph_signature import (
 from torch.fx import Graph, GraphModule, Node
 
 from ..report import Fused, FuseReport, Skipped
+from .dce import eliminate_dead_code
 from .match import find_sites
 from .ops import CONV_PRODUCERS, DECOMPOSED_PRODUCERS, LINEAR_PRODUCERS
 from .plan import Group, plan_folds
@@ -205,7 +206,7 @@ def fold_program(ep: ExportedProgram) -> tuple[ExportedProgram, FuseReport]:
             bn_keys.update(k for k in site.bn_keys if k is not None)
             prefix = site.bn_keys[2].rpartition(".")[0]
             bn_keys.add(f"{prefix}.num_batches_tracked" if prefix else "num_batches_tracked")
-    graph.eliminate_dead_code()
+    eliminate_dead_code(graph)
     for group, _w, _b in folded:
         for site in group.sites:
             if not site.bn._erased and not site.bn.users:
