@@ -28,6 +28,7 @@ class _ConvBn(nn.Module):
         self.bn = nn.BatchNorm2d(C)
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(C, C, 3, 3, generator=gen) * 0.3)
+            self.conv.bias.copy_(torch.randn(C, generator=gen) * 0.1)
             self.bn.running_mean.copy_(torch.randn(C, generator=gen) * 0.1)
             self.bn.running_var.copy_(torch.rand(C, generator=gen) + 0.5)
             self.bn.weight.copy_(torch.rand(C, generator=gen) + 0.5)
