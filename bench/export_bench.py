@@ -45,7 +45,10 @@ def _quiet() -> Iterator[None]:
 
 def _torchao() -> Any:
     with _quiet():
-        from torchao.quantization.pt2e import quantize_pt2e, utils
+        from torchao.quantization.pt2e import (  # type: ignore[import-untyped]
+            quantize_pt2e,
+            utils,
+        )
     return utils, quantize_pt2e
 
 
@@ -111,7 +114,7 @@ def e2e_row(blocks: int, verify: bool) -> dict[str, Any]:
     torchao's folds and with pyfuse's."""
     _, quantize_pt2e = _torchao()
     with _quiet():
-        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # type: ignore[import-untyped]
             X86InductorQuantizer,
             get_default_x86_inductor_quantization_config,
         )

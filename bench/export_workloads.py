@@ -28,9 +28,14 @@ class _ConvBn(nn.Module):
         self.bn = nn.BatchNorm2d(C)
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(C, C, 3, 3, generator=gen) * 0.3)
-            self.conv.bias.copy_(torch.randn(C, generator=gen) * 0.1)
-            self.bn.running_mean.copy_(torch.randn(C, generator=gen) * 0.1)
-            self.bn.running_var.copy_(torch.rand(C, generator=gen) + 0.5)
+            bias = self.conv.bias
+            assert bias is not None
+            bias.copy_(torch.randn(C, generator=gen) * 0.1)
+            mean, var = self.bn.running_mean, self.bn.running_var
+            assert mean is not None
+            assert var is not None
+            mean.copy_(torch.randn(C, generator=gen) * 0.1)
+            var.copy_(torch.rand(C, generator=gen) + 0.5)
             self.bn.weight.copy_(torch.rand(C, generator=gen) + 0.5)
             self.bn.bias.copy_(torch.randn(C, generator=gen) * 0.1)
 
