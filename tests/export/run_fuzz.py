@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     stats: Counter[str] = Counter()
     failures: list[dict[str, str]] = []
+    seen: set[str] = set()
     start = time.time()
 
     def dump(done: bool) -> None:
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
     @given(specs())
     def run(spec: Spec) -> None:
+        seen.add(repr(spec))
+        stats["distinct_models"] = len(seen)
         try:
             check(spec, stats)
         except Exception:  # noqa: BLE001 (recorded and reported)
