@@ -4,7 +4,6 @@ unfolded model's), nothing half-changed on failure, and the torchao patch."""
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +15,7 @@ from torch.fx import GraphModule
 from pyfuse import pt2e
 from pyfuse.errors import GraphModuleRequired
 from pyfuse.export import inplace
+from tests.export.fuzzmodels import to_native
 from tests.export.helpers import (
     assert_same_fold,
     max_rel_diff,
@@ -209,29 +209,12 @@ def test_linear_on_3d_input_is_kept_as_torchao_does() -> None:
     assert_same_fold(ref, ours, (x,))
 
 
-def _to_native(gm: GraphModule) -> GraphModule:
-    """Rewrite batch_norm.default into _native_batch_norm_legit_no_training + getitem."""
-    g = gm.graph
-    for n in list(g.nodes):
-        if n.target is aten.batch_norm.default:
-            x, w, b, rm, rv, _training, momentum, eps, _cudnn = n.args
-            with g.inserting_before(n):
-                native = g.call_function(aten._native_batch_norm_legit_no_training.default,
-                                         (x, w, b, rm, rv, momentum, eps))
-                first = g.call_function(operator.getitem, (native, 0))
-            first.meta = dict(n.meta)
-            n.replace_all_uses_with(first)
-            g.erase_node(n)
-    gm.recompile()
-    return gm
-
-
 def test_native_batch_norm_form_folds_as_torchao() -> None:
     x = torch.randn(2, 3, 6, 6)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
     make = _prepare(model, x)
-    ref, ours, reasons = _fold_both(lambda: _to_native(make()))
+    ref, ours, reasons = _fold_both(lambda: to_native(make()))
     assert reasons == []
     assert _norms(ours) == 0
     assert_same_fold(ref, ours, (x,))
