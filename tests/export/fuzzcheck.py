@@ -10,15 +10,8 @@ import torch
 from torch.fx import GraphModule
 
 from pyfuse import pt2e
+from tests.export import helpers as h
 from tests.export.fuzzmodels import FuzzNet, Spec, example_input, expected, to_native
-from tests.export.helpers import (
-    assert_same_fold,
-    max_rel_diff,
-    outputs,
-    quiet,
-    tolerance,
-    torchao_folds,
-)
 
 aten = torch.ops.aten
 _NORMS = (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default)
@@ -43,7 +36,7 @@ def check(spec: Spec, stats: Counter[str] | None = None) -> None:
     ep = torch.export.export(model, (x,))
     make = _maker(ep, spec.native)
     exp = expected(spec)
-    unfolded = outputs(make(), (x,))
+    unfolded = h.outputs(make(), (x,))
     ours = make()
     reports = [pt2e.fuse_conv_bn_(ours), pt2e.fuse_linear_bn_(ours)]
     fused = [f for r in reports for f in r.fused]
@@ -52,26 +45,26 @@ def check(spec: Spec, stats: Counter[str] | None = None) -> None:
     assert len(skipped) == exp.bn_steps - len(exp.folds), (skipped, exp)
     left = sum(n.target in _NORMS for n in ours.graph.nodes)
     assert left == exp.bn_steps - len(exp.folds)
-    tol = tolerance(spec.dtype)
-    ours_out = outputs(ours, (x,))
-    assert max_rel_diff(ours_out, unfolded) <= tol
-    conv_ao, linear_ao = torchao_folds()
+    tol = h.tolerance(spec.dtype)
+    ours_out = h.outputs(ours, (x,))
+    assert h.max_rel_diff(ours_out, unfolded) <= tol
+    conv_ao, linear_ao = h.torchao_folds()
     ref = make()
     raised: Exception | None = None
     try:
-        with quiet():
+        with h.quiet():
             conv_ao(ref)
             linear_ao(ref)
     except Exception as e:  # noqa: BLE001 (torchao's documented crashes)
         raised = e
     if exp.torchao_right:
         assert raised is None, raised
-        assert_same_fold(ref, ours, (x,))
+        h.assert_same_fold(ref, ours, (x,))
         outcome = "identical"
     else:
         if raised is None and spec.dtype in (torch.float32, torch.float64):
             # the documented defect shows: torchao's output is not the model's
-            assert max_rel_diff(outputs(ref, (x,)), unfolded) > 10 * tol
+            assert h.max_rel_diff(h.outputs(ref, (x,)), unfolded) > 10 * tol
         outcome = "torchao_raised" if raised is not None else "torchao_wrong"
     if stats is not None:
         stats["cases"] += 1
