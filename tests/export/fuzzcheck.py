@@ -3,8 +3,10 @@ judge the outcome by the oracle of ``fuzzmodels.expected``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.fx import GraphModule
@@ -28,26 +30,30 @@ def _maker(ep: torch.export.ExportedProgram, native: bool) -> Callable[[], Graph
     return make
 
 
+def _fold(spec: Spec) -> tuple[GraphModule, list[Any], list[Any], torch.Tensor,
+                                Callable[[], GraphModule]]:
+    """Export `spec`'s model and fold it with pyfuse: (folded, fused, skipped, input,
+    a maker of fresh unfolded copies)."""
+    model = FuzzNet(spec)
+    x = example_input(spec)
+    make = _maker(torch.export.export(model, (x,)), spec.native)
+    ours = make()
+    reports = [pt2e.fuse_conv_bn_(ours), pt2e.fuse_linear_bn_(ours)]
+    return (ours, [f for r in reports for f in r.fused],
+            [s for r in reports for s in r.skipped], x, make)
+
+
 def check(spec: Spec, stats: Counter[str] | None = None) -> None:
     """Fold `spec`'s model both ways; raise AssertionError on any outcome the
     oracle does not allow."""
-    model = FuzzNet(spec)
-    x = example_input(spec)
-    ep = torch.export.export(model, (x,))
-    make = _maker(ep, spec.native)
     exp = expected(spec)
-    unfolded = h.outputs(make(), (x,))
-    ours = make()
-    reports = [pt2e.fuse_conv_bn_(ours), pt2e.fuse_linear_bn_(ours)]
-    fused = [f for r in reports for f in r.fused]
-    skipped = [s for r in reports for s in r.skipped]
+    ours, fused, skipped, x, make = _fold(spec)
     assert len(fused) == len(exp.folds), (fused, exp)
     assert len(skipped) == exp.bn_steps - len(exp.folds), (skipped, exp)
     left = sum(n.target in _NORMS for n in ours.graph.nodes)
     assert left == exp.bn_steps - len(exp.folds)
     tol = h.tolerance(spec.dtype)
-    ours_out = h.outputs(ours, (x,))
-    assert h.max_rel_diff(ours_out, unfolded) <= tol
+    unfolded = h.outputs(make(), (x,))
     conv_ao, linear_ao = h.torchao_folds()
     ref = make()
     raised: Exception | None = None
@@ -59,13 +65,22 @@ def check(spec: Spec, stats: Counter[str] | None = None) -> None:
         raised = e
     if exp.torchao_right:
         assert raised is None, raised
-        h.assert_same_fold(ref, ours, (x,))
+        h.assert_same_fold(ref, ours, (x,))  # (before any other run of `ours`)
         outcome = "identical"
     else:
         if raised is None and spec.dtype in (torch.float32, torch.float64):
             # the documented defect shows: torchao's output is not the model's
             assert h.max_rel_diff(h.outputs(ref, (x,)), unfolded) > 10 * tol
         outcome = "torchao_raised" if raised is not None else "torchao_wrong"
+    if spec.dtype is torch.bfloat16:
+        # bf16 rounding, amplified by a later batch-statistics BatchNorm, is no
+        # verdict on the fold: the same edit must be exact on the float64 twin
+        twin, _, _, tx, tmake = _fold(dataclasses.replace(spec, dtype=torch.float64))
+        assert twin.code == ours.code
+        assert h.max_rel_diff(h.outputs(twin, (tx,)), h.outputs(tmake(), (tx,))) \
+            <= h.tolerance(torch.float64)
+    else:
+        assert h.max_rel_diff(h.outputs(ours, (x,)), unfolded) <= tol
     if stats is not None:
         stats["cases"] += 1
         stats[outcome] += 1
