@@ -203,14 +203,17 @@ class FuzzNet(nn.Module):
                 z = z + y
             elif step.extra == "wsum":
                 outs.append(prod.weight * 2)  # the weight read by another op
+            if step.act:
+                outs.append(z)  # the pre-activation too: a ReLU cannot hide a wrong fold
             x = torch.relu(z) if step.act else z
             outs.append(x)  # every step observable: a later BN cannot hide a wrong fold
         return tuple(outs)
 
 
 def example_input(spec: Spec) -> torch.Tensor:
+    """16 samples: enough that no ReLU zeroes every value a wrong fold changes."""
     g = torch.Generator().manual_seed(spec.seed + 1)
-    return torch.randn((3, C) + (S,) * spec.dim, generator=g).to(spec.dtype)
+    return torch.randn((16, C) + (S,) * spec.dim, generator=g).to(spec.dtype)
 
 
 def to_native(gm: GraphModule) -> GraphModule:
