@@ -65,7 +65,9 @@ def _out(gm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return result
 
 
-def fold_row(nodes: int, repeats: int, run_torchao: bool, verify: bool) -> dict[str, Any]:
+def fold_row(
+    nodes: int, repeats: int, run_torchao: bool, verify: bool
+) -> dict[str, Any]:
     """One size: pyfuse (median of `repeats` fresh graphs) and torchao (once)."""
     utils, _ = _torchao()
 
@@ -77,7 +79,9 @@ def fold_row(nodes: int, repeats: int, run_torchao: bool, verify: bool) -> dict[
     folds: list[int] = []
 
     def ours(gm: GraphModule) -> None:
-        folds.append(len(pt2e.fuse_conv_bn_(gm).fused) + len(pt2e.fuse_linear_bn_(gm).fused))
+        folds.append(
+            len(pt2e.fuse_conv_bn_(gm).fused) + len(pt2e.fuse_linear_bn_(gm).fused)
+        )
 
     row: dict[str, Any] = {"nodes": len(resnet_like(nodes).graph.nodes)}
     times = []
@@ -100,11 +104,14 @@ def fold_row(nodes: int, repeats: int, run_torchao: bool, verify: bool) -> dict[
         scale = 1.0 + float(unfolded.abs().max())
         row["max_rel_diff_vs_unfolded"] = float((got - unfolded).abs().max()) / scale
         assert row["max_rel_diff_vs_unfolded"] < 1e-4, row
-        assert not any(n.target is torch.ops.aten.batch_norm.default
-                       for n in folded.graph.nodes)
+        assert not any(
+            n.target is torch.ops.aten.batch_norm.default for n in folded.graph.nodes
+        )
         if ref is not None:
             assert ref.code == folded.code, "pyfuse's code differs from torchao's"
-            assert torch.equal(_out(ref, x), got), "pyfuse's output differs from torchao's"
+            assert torch.equal(_out(ref, x), got), (
+                "pyfuse's output differs from torchao's"
+            )
             row["identical_to_torchao"] = True
     return row
 
@@ -125,7 +132,8 @@ def e2e_row(blocks: int, verify: bool) -> dict[str, Any]:
     def prepare() -> tuple[GraphModule, float]:
         gm = ep.module()
         quantizer = X86InductorQuantizer().set_global(
-            get_default_x86_inductor_quantization_config())
+            get_default_x86_inductor_quantization_config()
+        )
         gc.collect()
         start = time.perf_counter()
         with _quiet():
@@ -153,8 +161,12 @@ def _table(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str]]) 
             return f"{v:.3g}" if key != "ratio" else f"{v:.0f}x"
         return str(v)
 
-    lines = [f"### {title}", "", "| " + " | ".join(h for _, h in cols) + " |",
-             "|" + "---|" * len(cols)]
+    lines = [
+        f"### {title}",
+        "",
+        "| " + " | ".join(h for _, h in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     lines += ["| " + " | ".join(cell(r, k) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -162,10 +174,17 @@ def _table(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str]]) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,4000,10000,42000,100000,200000")
-    ap.add_argument("--torchao-max-nodes", type=int, default=10500,
-                    help="torchao is quadratic: only run it up to this size")
-    ap.add_argument("--e2e-sizes", default="1000,4000,10000",
-                    help="approximate node counts for the prepare_pt2e runs ('' skips)")
+    ap.add_argument(
+        "--torchao-max-nodes",
+        type=int,
+        default=10500,
+        help="torchao is quadratic: only run it up to this size",
+    )
+    ap.add_argument(
+        "--e2e-sizes",
+        default="1000,4000,10000",
+        help="approximate node counts for the prepare_pt2e runs ('' skips)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--verify-max-nodes", type=int, default=50000)
     ap.add_argument("--json", type=Path)
@@ -175,24 +194,48 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.e2e_sizes, args.repeats = "500,2000", "300", 1
     torch.set_num_threads(1)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    fold_rows = [fold_row(n, args.repeats, n <= args.torchao_max_nodes,
-                          n <= args.verify_max_nodes) for n in sizes]
-    print(_table("BatchNorm fold on ResNet-like aten graphs (_fuse_conv_bn_ + "
-                 "_fuse_linear_bn_)", fold_rows,
-                 [("nodes", "nodes"), ("folds", "folds"), ("torchao_s", "torchao (s)"),
-                  ("pyfuse_s", "pyfuse (s)"), ("ratio", "speed-up"),
-                  ("pyfuse_us_per_node", "pyfuse (us/node)")]))
+    fold_rows = [
+        fold_row(
+            n, args.repeats, n <= args.torchao_max_nodes, n <= args.verify_max_nodes
+        )
+        for n in sizes
+    ]
+    print(
+        _table(
+            "BatchNorm fold on ResNet-like aten graphs (_fuse_conv_bn_ + "
+            "_fuse_linear_bn_)",
+            fold_rows,
+            [
+                ("nodes", "nodes"),
+                ("folds", "folds"),
+                ("torchao_s", "torchao (s)"),
+                ("pyfuse_s", "pyfuse (s)"),
+                ("ratio", "speed-up"),
+                ("pyfuse_us_per_node", "pyfuse (us/node)"),
+            ],
+        )
+    )
     e2e_rows = []
     for n in [int(s) for s in args.e2e_sizes.split(",") if s]:
         e2e_rows.append(e2e_row(max(1, n // 16), verify=True))
     if e2e_rows:
         print()
-        print(_table("prepare_pt2e (X86InductorQuantizer) end to end", e2e_rows,
-                     [("nodes", "nodes"), ("torchao_s", "torchao folds (s)"),
-                      ("patched_s", "with patch_torchao() (s)"), ("ratio", "speed-up")]))
+        print(
+            _table(
+                "prepare_pt2e (X86InductorQuantizer) end to end",
+                e2e_rows,
+                [
+                    ("nodes", "nodes"),
+                    ("torchao_s", "torchao folds (s)"),
+                    ("patched_s", "with patch_torchao() (s)"),
+                    ("ratio", "speed-up"),
+                ],
+            )
+        )
     if args.json:
-        args.json.write_text(json.dumps({"fold": fold_rows, "prepare_pt2e": e2e_rows},
-                                        indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"fold": fold_rows, "prepare_pt2e": e2e_rows}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -72,8 +72,14 @@ def resnet_like(nodes: int, seed: int = 0) -> GraphModule:
     g = Graph()
     x = g.placeholder("x")
     attrs: dict[str, Node] = {}
-    names = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean",
-             "bn.running_var")
+    names = (
+        "conv.weight",
+        "conv.bias",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+    )
     for i in range(blocks):
         for half in ("a", "b"):
             for name in names:
@@ -83,12 +89,24 @@ def resnet_like(nodes: int, seed: int = 0) -> GraphModule:
         y = x
         for half in ("a", "b"):
             p = f"blocks.{i}.{half}."
-            conv = g.call_function(aten.conv2d.default, (
-                y, attrs[p + "conv.weight"], attrs[p + "conv.bias"], [1, 1], [1, 1]))
-            bn = g.call_function(aten.batch_norm.default, (
-                conv, attrs[p + "bn.weight"], attrs[p + "bn.bias"],
-                attrs[p + "bn.running_mean"], attrs[p + "bn.running_var"],
-                False, 0.1, 1e-5, False))
+            conv = g.call_function(
+                aten.conv2d.default,
+                (y, attrs[p + "conv.weight"], attrs[p + "conv.bias"], [1, 1], [1, 1]),
+            )
+            bn = g.call_function(
+                aten.batch_norm.default,
+                (
+                    conv,
+                    attrs[p + "bn.weight"],
+                    attrs[p + "bn.bias"],
+                    attrs[p + "bn.running_mean"],
+                    attrs[p + "bn.running_var"],
+                    False,
+                    0.1,
+                    1e-5,
+                    False,
+                ),
+            )
             y = g.call_function(aten.relu.default, (bn,))
         x = g.call_function(aten.add.Tensor, (y, x))
     g.output(x)

@@ -23,6 +23,7 @@ __all__ = [
     "Skipped",
     "__version__",
     "explain",
+    "fold_batch_norm",
     "fuse",
     "fuse_fx",
     "patch_torch",
@@ -43,6 +44,7 @@ _HOME = {
     "fuse": "fx.pipeline",
     "fuse_fx": "fx.pipeline",
     "recompile": "codegen",
+    "fold_batch_norm": "export.program",
 }
 
 # (light: it imports the pass on first call; imported here because the module
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from .adopt import patch_torch, patched, unpatch_torch
     from .codegen import recompile
     from .errors import FusionError, GraphModuleRequired
+    from .export.program import fold_batch_norm
     from .fx.pipeline import fuse, fuse_fx
     from .report import FuseReport, Skipped
 

@@ -246,6 +246,18 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fold(args: argparse.Namespace) -> int:
+    from .export.cli import run_fold
+
+    def load(spec: str) -> Any:
+        import torch
+
+        factory = _import_factory(spec, args.app_dir)
+        return factory if isinstance(factory, torch.nn.Module) else factory()
+
+    return run_fold(args, load)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``pyfuse`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -293,9 +305,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE",
         help="write the fusion map: one self-contained HTML page of the graph",
     )
+    from .export.cli import add_fold_parser
+
+    add_fold_parser(sub)
     sub.add_parser("bench", help="benchmark table (see pyfuse bench --help)")
     args = parser.parse_args(argv or ["demo"])
-    handlers = {"demo": _cmd_demo, "explain": _cmd_explain, "fuse": _cmd_fuse}
+    handlers = {
+        "demo": _cmd_demo,
+        "explain": _cmd_explain,
+        "fuse": _cmd_fuse,
+        "fold": _cmd_fold,
+    }
     try:
         return handlers[args.cmd or "demo"](args)
     except CliError as e:

@@ -109,7 +109,9 @@ def explain(
     """Report the fusions ``pyfuse.fuse`` would make on `model`, changing nothing.
 
     Args:
-        model: a GraphModule, or an nn.Module (traced with symbolic_trace).
+        model: a GraphModule, or an nn.Module (traced with symbolic_trace); or an
+            ExportedProgram or its ``module()``, whose BatchNorm folds are explained
+            (``pyfuse.fold_batch_norm`` / ``pyfuse.pt2e``).
         is_qat: explain QAT fusion instead of eval fusion.
         backend_config: a BackendConfig (default: torch's native one).
 
@@ -117,6 +119,12 @@ def explain(
         An :class:`Explanation`; ``print()`` it for a table.
     """
     import torch.fx
+
+    from .export.explain import explain_exported, is_exported
+
+    if is_exported(model):  # an ExportedProgram or its module(): the BatchNorm folds
+        fused, misses = explain_exported(model)
+        return Explanation(fused, misses)
 
     from .fx.pipeline import analyze, call_fusers, record
     from .fx.plan import configs, plan_for

@@ -57,18 +57,23 @@ def fuse_conv_bn_(m: GraphModule) -> FuseReport:
 
     Returns the report of folds made and BatchNorms left, with reasons.
     """
-    return _log(fold_module(_check(m, "fuse_conv_bn_"), CONV_PRODUCERS, check_rank=False))
+    return _log(
+        fold_module(_check(m, "fuse_conv_bn_"), CONV_PRODUCERS, check_rank=False)
+    )
 
 
 def fuse_linear_bn_(m: GraphModule) -> FuseReport:
     """Fold every safe linear + BatchNorm of `m` in place (2-D linear inputs only,
     where both act on the same dimension)."""
-    return _log(fold_module(_check(m, "fuse_linear_bn_"), LINEAR_PRODUCERS, check_rank=True))
+    return _log(
+        fold_module(_check(m, "fuse_linear_bn_"), LINEAR_PRODUCERS, check_rank=True)
+    )
 
 
 # ---------------------------------------------------------------------------
 # Adoption: torchao's prepare_pt2e calls the functions it imported from
 # torchao.quantization.pt2e.utils; both bindings are replaced.
+
 
 def _conv_hook(m: GraphModule) -> None:
     """torchao's ``_fuse_conv_bn_`` signature (returns None)."""

@@ -24,10 +24,18 @@ struct NotCovered {
     std::string reason;
 };
 
-std::uint64_t key_of(const PyObject* o) { return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(o)); }
+std::uint64_t key_of(const PyObject* o) {
+    return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(o));
+}
 
 /// Value kinds pyfuse.codegen's `classify_value(type)` returns.
-enum ValueKind : int { kFallback = 0, kRepr = 1, kTupleLike = 2, kSize = 3, kListLike = 4 };
+enum ValueKind : int {
+    kFallback = 0,
+    kRepr = 1,
+    kTupleLike = 2,
+    kSize = 3,
+    kListLike = 4
+};
 
 class PyEmitter {
 public:
@@ -40,16 +48,15 @@ public:
               py::function classify_value,
               py::function classify_callee,
               py::function classify_type)
-        : node_type_(std::move(node_type)),
-          immutable_list_(std::move(immutable_list)),
+        : node_type_(std::move(node_type)), immutable_list_(std::move(immutable_list)),
           immutable_dict_(std::move(immutable_dict)),
           classify_value_(std::move(classify_value)),
           classify_callee_(std::move(classify_callee)),
-          classify_type_(std::move(classify_type)),
-          keep_(py::list()) {
+          classify_type_(std::move(classify_type)), keep_(py::list()) {
         if(!PyType_Check(node_type_.ptr()) || !PyType_Check(immutable_list_.ptr()) ||
            !PyType_Check(immutable_dict_.ptr())) {
-            throw py::type_error("node_type, immutable_list and immutable_dict must be types");
+            throw py::type_error(
+                "node_type, immutable_list and immutable_dict must be types");
         }
         for(auto item : illegal) {
             keep_.append(item.second);
@@ -98,7 +105,8 @@ public:
         }
         py::dict globals;
         for(const auto& [name, gid] : r.globals) {
-            globals[py::str(name)] = py::reinterpret_borrow<py::object>(c.objs[static_cast<std::size_t>(gid)]);
+            globals[py::str(name)] = py::reinterpret_borrow<py::object>(
+                c.objs[static_cast<std::size_t>(gid)]);
         }
         py::dict lineno_map;
         for(std::size_t k = 0; k < r.line_node.size(); ++k) {
@@ -115,13 +123,17 @@ private:
         static py::str interned(const char* s) {
             return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(s));
         }
-        py::str op = interned("op"), name = interned("name"), target = interned("target"),
-                args = interned("_args"), kwargs = interned("_kwargs"), type = interned("type"),
+        py::str op = interned("op"), name = interned("name"),
+                target = interned("target"), args = interned("_args"),
+                kwargs = interned("_kwargs"), type = interned("type"),
                 users = interned("users"), inputs = interned("_input_nodes"),
                 meta = interned("meta"), wrapped = interned("is_wrapped");
-        std::vector<py::str> ops{interned("placeholder"), interned("get_attr"),
-                                 interned("call_module"), interned("call_function"),
-                                 interned("call_method"), interned("output")};
+        std::vector<py::str> ops{interned("placeholder"),
+                                 interned("get_attr"),
+                                 interned("call_module"),
+                                 interned("call_function"),
+                                 interned("call_method"),
+                                 interned("output")};
     };
 
     struct Spec {
@@ -134,7 +146,8 @@ private:
         if(t.size() != 3 || !PyUnicode_CheckExact(t[0].ptr())) {
             throw py::value_error("a global spec is (name: str, object, literal)");
         }
-        return Spec{py::reinterpret_borrow<py::str>(t[0]), py::reinterpret_borrow<py::object>(t[1]),
+        return Spec{py::reinterpret_borrow<py::str>(t[0]),
+                    py::reinterpret_borrow<py::object>(t[1]),
                     t[2].cast<bool>()};
     }
 
@@ -198,7 +211,8 @@ private:
                 add_global(s.hint.ptr(), s.obj.ptr(), s.literal);
             }
             g.num_prefill = static_cast<std::int32_t>(g.globals.size());
-            g.wrap_global = add_global(em.wrap_.hint.ptr(), em.wrap_.obj.ptr(), em.wrap_.literal);
+            g.wrap_global =
+                add_global(em.wrap_.hint.ptr(), em.wrap_.obj.ptr(), em.wrap_.literal);
 
             const Names& nm = em.names_;
             const py::str &s_op = nm.op, &s_name = nm.name, &s_target = nm.target,
@@ -233,7 +247,8 @@ private:
                 return py::reinterpret_steal<py::object>(v);
             };
 
-            py::object it = py::reinterpret_steal<py::object>(PyObject_GetIter(nodes.ptr()));
+            py::object it =
+                py::reinterpret_steal<py::object>(PyObject_GetIter(nodes.ptr()));
             if(!it) {
                 throw py::error_already_set();
             }
@@ -249,7 +264,8 @@ private:
                 for(int k = 0; k < 6 && op_index < 0; ++k) {
                     if(op.ptr() == ops[static_cast<std::size_t>(k)].ptr() ||
                        (PyUnicode_Check(op.ptr()) &&
-                        PyUnicode_Compare(op.ptr(), ops[static_cast<std::size_t>(k)].ptr()) == 0)) {
+                        PyUnicode_Compare(
+                            op.ptr(), ops[static_cast<std::size_t>(k)].ptr()) == 0)) {
                         op_index = k;
                     }
                 }
@@ -393,7 +409,7 @@ private:
                 throw NotCovered{"a type annotation it does not cover"};
             }
             const auto t = spec.cast<py::tuple>();  // (text, literal)
-            keep.append(t);  // owns the hint
+            keep.append(t);                         // owns the hint
             const std::int32_t id = add_global(str_item(t, 0), type, t[1].cast<bool>());
             type_of.emplace(type, id);
             return id;
@@ -404,7 +420,9 @@ private:
             if(hit != kind_of.end()) {
                 return hit->second;
             }
-            const int kind = em.classify_value_(py::handle(reinterpret_cast<PyObject*>(tp))).cast<int>();
+            const int kind =
+                em.classify_value_(py::handle(reinterpret_cast<PyObject*>(tp)))
+                    .cast<int>();
             kind_of.emplace(tp, kind);
             return kind;
         }
@@ -429,7 +447,8 @@ private:
                 return;
             }
             // a list: copy first, the items are read in order
-            const py::list items = py::reinterpret_steal<py::list>(PySequence_List(seq));
+            const py::list items =
+                py::reinterpret_steal<py::list>(PySequence_List(seq));
             if(!items) {
                 throw py::error_already_set();
             }
@@ -445,7 +464,8 @@ private:
         /// natively, a difference for some others (those fall back).
         void encode(PyObject* o, bool in_dict) {
             PyTypeObject* tp = Py_TYPE(o);
-            if(PyObject_TypeCheck(o, reinterpret_cast<PyTypeObject*>(em.node_type_.ptr()))) {
+            if(PyObject_TypeCheck(
+                   o, reinterpret_cast<PyTypeObject*>(em.node_type_.ptr()))) {
                 g.tok.push_back(core::tok::node);
                 g.tok.push_back(static_cast<std::int64_t>(key_of(o)));
                 return;
@@ -485,7 +505,8 @@ private:
                     g.tok.push_back(core::tok::str);
                     g.tok.push_back(add_pystr(o));
                 } else if(PyUnicode_IsIdentifier(o) == 1) {
-                    // (Unicode identifier rules: Python decides, for FX's getattr shortcut)
+                    // (Unicode identifier rules: Python decides, for FX's getattr
+                    // shortcut)
                     text(o, core::tok::uident);
                     g.tok.push_back(add_pystr(o));
                 } else {
@@ -497,11 +518,13 @@ private:
                 sequence(o, core::tok::tuple, in_dict);
                 return;
             }
-            if(tp == &PyList_Type || tp == reinterpret_cast<PyTypeObject*>(em.immutable_list_.ptr())) {
+            if(tp == &PyList_Type ||
+               tp == reinterpret_cast<PyTypeObject*>(em.immutable_list_.ptr())) {
                 sequence(o, core::tok::list, in_dict);
                 return;
             }
-            if(tp == &PyDict_Type || tp == reinterpret_cast<PyTypeObject*>(em.immutable_dict_.ptr())) {
+            if(tp == &PyDict_Type ||
+               tp == reinterpret_cast<PyTypeObject*>(em.immutable_dict_.ptr())) {
                 g.tok.push_back(core::tok::dict);
                 g.tok.push_back(PyDict_Size(o));
                 Py_ssize_t pos = 0;
@@ -568,16 +591,41 @@ private:
 }  // namespace
 
 void register_emit(py::module_& m) {
-    py::class_<PyEmitter>(m, "Emitter", "Native Python source emitter for FX graphs (see pyfuse.codegen).")
-        .def(py::init<const py::dict&, const py::list&, const py::tuple&, py::object, py::object,
-                      py::object, py::function, py::function, py::function>(),
-             "illegal"_a, "prefill"_a, "wrap"_a, "node_type"_a, "immutable_list"_a, "immutable_dict"_a,
-             "classify_value"_a, "classify_callee"_a, "classify_type"_a)
-        .def("emit", &PyEmitter::emit, "nodes"_a, "root_module"_a, "return_prefix"_a,
-             "return_suffix"_a, "gen_fn_def"_a,
-             "(src, globals, lineno_map, prologue_start), or the reason (str) the graph is not covered.");
+    py::class_<PyEmitter>(
+        m,
+        "Emitter",
+        "Native Python source emitter for FX graphs (see pyfuse.codegen).")
+        .def(py::init<const py::dict&,
+                      const py::list&,
+                      const py::tuple&,
+                      py::object,
+                      py::object,
+                      py::object,
+                      py::function,
+                      py::function,
+                      py::function>(),
+             "illegal"_a,
+             "prefill"_a,
+             "wrap"_a,
+             "node_type"_a,
+             "immutable_list"_a,
+             "immutable_dict"_a,
+             "classify_value"_a,
+             "classify_callee"_a,
+             "classify_type"_a)
+        .def("emit",
+             &PyEmitter::emit,
+             "nodes"_a,
+             "root_module"_a,
+             "return_prefix"_a,
+             "return_suffix"_a,
+             "gen_fn_def"_a,
+             "(src, globals, lineno_map, prologue_start), or the reason (str) the "
+             "graph is not covered.");
     m.def(
-        "float_repr", [](double x) { return core::float_repr(x); }, "x"_a,
+        "float_repr",
+        [](double x) { return core::float_repr(x); },
+        "x"_a,
         "Python's repr of a float, as the emitter writes it (for tests).");
 }
 

@@ -71,8 +71,12 @@ private:
 bool is_ident_start(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
-bool is_ident_char(char c) { return is_ident_start(c) || (c >= '0' && c <= '9'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_ident_char(char c) {
+    return is_ident_start(c) || (c >= '0' && c <= '9');
+}
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
 
 bool has_non_ascii(std::string_view s) {
     for(const char c : s) {
@@ -113,7 +117,8 @@ public:
 
     /// `remember`: look the object up first and record its name (globals; a
     /// node is named once, its emitter caches the name).
-    std::string_view create_name(std::string_view candidate_in, std::uint64_t obj, bool remember) {
+    std::string_view
+    create_name(std::string_view candidate_in, std::uint64_t obj, bool remember) {
         if(remember) {
             const auto hit = obj_to_name_.find(obj);
             if(hit != obj_to_name_.end()) {
@@ -124,7 +129,8 @@ public:
             throw Unsupported("a non-ASCII name");
         }
         if(candidate_in.find('\n') != std::string_view::npos) {
-            // (FX's name pattern ends in `$`, which also matches before a final newline)
+            // (FX's name pattern ends in `$`, which also matches before a final
+            // newline)
             throw Unsupported("a name with a newline");
         }
         std::string_view candidate = candidate_in;
@@ -197,7 +203,8 @@ public:
 private:
     /// `_name_regex` = ^([a-zA-Z_][0-9a-zA-Z_]*?)(?:_(\d+))?$ on ASCII text:
     /// base = the shortest prefix whose rest is empty or `_digits`.
-    static bool split_name(std::string_view s, std::string_view& base, std::string_view& num) {
+    static bool
+    split_name(std::string_view s, std::string_view& base, std::string_view& num) {
         if(!is_identifier(s)) {
             return false;
         }
@@ -235,7 +242,9 @@ void format_target(std::string& out, std::string_view base, std::string_view tar
         std::size_t start = 0;
         while(true) {
             const std::size_t dot = target.find('.', start);
-            f(target.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+            f(target.substr(start,
+                            dot == std::string_view::npos ? std::string_view::npos
+                                                          : dot - start));
             if(dot == std::string_view::npos) {
                 return;
             }
@@ -263,7 +272,8 @@ void format_target(std::string& out, std::string_view base, std::string_view tar
 class Emitter {
 public:
     Emitter(const EmitGraph& g, const IllegalNames& illegal)
-        : g_(g), ns_(illegal, g.key.size()), index_(g.key.size()), names_(g.key.size()) {}
+        : g_(g), ns_(illegal, g.key.size()), index_(g.key.size()),
+          names_(g.key.size()) {}
 
     EmitResult run(const PrologueFn& prologue) {
         const std::size_t n = g_.key.size();
@@ -315,9 +325,11 @@ private:
         if(g_.op.size() != n || g_.name.size() != n || g_.target.size() != n ||
            g_.type.size() != n || g_.no_users.size() != n || g_.wrapped.size() != n ||
            g_.tok_off.size() != n + 1 || g_.in_off.size() != n + 1) {
-            throw std::invalid_argument("emit_python: per-node arrays of different lengths");
+            throw std::invalid_argument(
+                "emit_python: per-node arrays of different lengths");
         }
-        if(g_.num_prefill < 0 || static_cast<std::size_t>(g_.num_prefill) > g_.globals.size()) {
+        if(g_.num_prefill < 0 ||
+           static_cast<std::size_t>(g_.num_prefill) > g_.globals.size()) {
             throw std::invalid_argument("emit_python: num_prefill out of range");
         }
     }
@@ -547,7 +559,8 @@ private:
         Args& a = args_;
         a.pos.clear();
         a.kw_pos.clear();
-        std::size_t p = static_cast<std::size_t>(g_.tok_off[static_cast<std::size_t>(i)]);
+        std::size_t p =
+            static_cast<std::size_t>(g_.tok_off[static_cast<std::size_t>(i)]);
         const std::int64_t nargs = word(p++);
         for(std::int64_t j = 0; j < nargs; ++j) {
             a.pos.push_back(p);
@@ -560,14 +573,13 @@ private:
             skip(p);
         }
         if(p != static_cast<std::size_t>(g_.tok_off[static_cast<std::size_t>(i) + 1])) {
-            throw std::invalid_argument("emit_python: argument tokens of a node do not add up");
+            throw std::invalid_argument(
+                "emit_python: argument tokens of a node do not add up");
         }
         return a;
     }
 
-    void one(std::string& out, std::size_t p) {
-        value(out, p);
-    }
+    void one(std::string& out, std::size_t p) { value(out, p); }
 
     /// `_format_args(args[first:], kwargs)`.
     void format_args(std::string& out, const Args& a, std::size_t first) {
@@ -707,7 +719,10 @@ private:
         throw std::invalid_argument("emit_python: unknown node op");
     }
 
-    void emit_call_function(std::string& body, std::int32_t i, const std::string& ann, const Args& a) {
+    void emit_call_function(std::string& body,
+                            std::int32_t i,
+                            const std::string& ann,
+                            const Args& a) {
         const auto t = g_.target[static_cast<std::size_t>(i)];
         if(t < 0 || static_cast<std::size_t>(t) >= g_.callees.size()) {
             throw std::invalid_argument("emit_python: callee index out of range");
@@ -836,7 +851,9 @@ private:
         }
     }
 
-    EmitResult assemble(const std::string& body, const std::string& wrap_stmts, const std::string& pro) {
+    EmitResult assemble(const std::string& body,
+                        const std::string& wrap_stmts,
+                        const std::string& pro) {
         EmitResult r;
         std::string code;
         code.reserve(body.size());
@@ -846,7 +863,8 @@ private:
         while(true) {
             const std::size_t nl = body.find('\n', start);
             const std::string_view line(body.data() + start,
-                                        (nl == std::string::npos ? body.size() : nl) - start);
+                                        (nl == std::string::npos ? body.size() : nl) -
+                                            start);
             const std::int64_t c = counter_in(line);
             if(c >= 0) {
                 cur = c;
@@ -876,7 +894,8 @@ private:
             wrap_lines += c == '\n' ? 1 : 0;
         }
         std::string& src = r.src;
-        src.reserve(code.size() + code.size() / 8 + pro.size() + wrap_stmts.size() + 16);
+        src.reserve(code.size() + code.size() / 8 + pro.size() + wrap_stmts.size() +
+                    16);
         src += '\n';
         src += wrap_stmts;
         src += "\n\n";
@@ -924,7 +943,8 @@ std::string float_repr(double x) {
         return x < 0 ? "-inf" : "inf";
     }
     char buf[64];
-    const auto res = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::scientific);
+    const auto res =
+        std::to_chars(buf, buf + sizeof buf, x, std::chars_format::scientific);
     const std::string_view s(buf, static_cast<std::size_t>(res.ptr - buf));
     // s = [-]d[.ddd]e(+|-)xx
     std::size_t p = 0;
@@ -941,7 +961,8 @@ std::string float_repr(double x) {
         }
     }
     int exp10 = 0;
-    std::from_chars(s.data() + e + (s[e + 1] == '+' ? 2 : 1), s.data() + s.size(), exp10);
+    std::from_chars(
+        s.data() + e + (s[e + 1] == '+' ? 2 : 1), s.data() + s.size(), exp10);
     const int ndigits = static_cast<int>(digits.size());
     int decpt = exp10 + 1;
     // Python's repr: exponent form if decpt <= -4 or decpt > 16
@@ -1005,7 +1026,9 @@ void str_repr(std::string& out, std::string_view s) {
     out += quote;
 }
 
-EmitResult emit_python(const EmitGraph& g, const IllegalNames& illegal, const PrologueFn& prologue) {
+EmitResult emit_python(const EmitGraph& g,
+                       const IllegalNames& illegal,
+                       const PrologueFn& prologue) {
     try {
         Emitter e(g, illegal);
         return e.run(prologue);

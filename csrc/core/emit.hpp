@@ -43,7 +43,8 @@ enum class NodeOp : std::uint8_t {
 
 /// Argument tokens: a prefix code, then its payload words.
 namespace tok {
-constexpr std::int64_t node = 0;    ///< + node key: a node of the graph (its namespace name)
+constexpr std::int64_t node =
+    0;  ///< + node key: a node of the graph (its namespace name)
 constexpr std::int64_t none = 1;    ///< None
 constexpr std::int64_t true_ = 2;   ///< True
 constexpr std::int64_t false_ = 3;  ///< False
@@ -55,22 +56,26 @@ constexpr std::int64_t tuple = 8;   ///< + n, then n values: `(a, b)`, `(a,)`
 constexpr std::int64_t list = 9;    ///< + n, then n values: `[a, b]`
 constexpr std::int64_t dict = 10;   ///< + n, then n key/value pairs: `{k: v}`
 constexpr std::int64_t slice = 11;  ///< then 3 values: `slice(a, b, c)`
-constexpr std::int64_t ustr = 12;   ///< + string id: a non-ASCII str, its repr written as is
-constexpr std::int64_t uident = 13; ///< + repr id + str id: a non-ASCII str that is an identifier
+constexpr std::int64_t ustr =
+    12;  ///< + string id: a non-ASCII str, its repr written as is
+constexpr std::int64_t uident =
+    13;  ///< + repr id + str id: a non-ASCII str that is an identifier
 }  // namespace tok
 
 /// An object the code names through the global namespace (a function, a type).
 struct GlobalRef {
-    std::int32_t hint = -1;     ///< string id: the name hint (or the literal text)
-    std::uint64_t key = 0;      ///< object identity
-    bool literal = false;       ///< written as `hint` without a namespace entry (torch objects)
+    std::int32_t hint = -1;  ///< string id: the name hint (or the literal text)
+    std::uint64_t key = 0;   ///< object identity
+    bool literal =
+        false;  ///< written as `hint` without a namespace entry (torch objects)
 };
 
 /// How a call_function node's target is written.
 enum class CalleeKind : std::uint8_t {
-    magic = 0,    ///< operator template (`{} + {}`), `text` = template string id
-    inplace = 1,  ///< in-place operator template (`{} += {}`), `text` = template string id
-    global = 2,   ///< a global: `text` = GlobalRef index
+    magic = 0,  ///< operator template (`{} + {}`), `text` = template string id
+    inplace =
+        1,  ///< in-place operator template (`{} += {}`), `text` = template string id
+    global = 2,  ///< a global: `text` = GlobalRef index
 };
 
 struct Callee {
@@ -85,29 +90,33 @@ using IllegalNames = std::unordered_map<std::string_view, std::uint64_t>;
 
 /// One graph, flattened by the binding. Node references are object keys.
 struct EmitGraph {
-    std::vector<std::string_view> strings;  ///< string table (views owned by the caller)
-    std::vector<GlobalRef> globals;         ///< global objects referenced
-    std::int32_t num_prefill = 0;           ///< globals [0, n) are registered first, in order
-    std::vector<Callee> callees;            ///< call_function targets
+    std::vector<std::string_view>
+        strings;                     ///< string table (views owned by the caller)
+    std::vector<GlobalRef> globals;  ///< global objects referenced
+    std::int32_t num_prefill = 0;    ///< globals [0, n) are registered first, in order
+    std::vector<Callee> callees;     ///< call_function targets
 
     // Per node.
-    std::vector<std::uint64_t> key;    ///< node identity
+    std::vector<std::uint64_t> key;  ///< node identity
     std::vector<NodeOp> op;
-    std::vector<std::int32_t> name;    ///< string id of node.name
-    std::vector<std::int32_t> target;  ///< string id (str targets) or callee index (call_function)
-    std::vector<std::int32_t> type;    ///< GlobalRef index of node.type, or -1 (None)
+    std::vector<std::int32_t> name;  ///< string id of node.name
+    std::vector<std::int32_t>
+        target;  ///< string id (str targets) or callee index (call_function)
+    std::vector<std::int32_t> type;      ///< GlobalRef index of node.type, or -1 (None)
     std::vector<std::uint8_t> no_users;  ///< node.users is empty
     std::vector<std::uint8_t> wrapped;   ///< node.meta["is_wrapped"] is true
     /// Node i's arguments: tok[tok_off[i]:tok_off[i+1]] = nargs, nargs values,
     /// nkwargs, nkwargs (key string id, value) pairs.
     std::vector<std::int32_t> tok_off{0};
     std::vector<std::int64_t> tok;
-    /// Node i's input nodes in FX's order (`node._input_nodes`): in[in_off[i]:in_off[i+1]].
+    /// Node i's input nodes in FX's order (`node._input_nodes`):
+    /// in[in_off[i]:in_off[i+1]].
     std::vector<std::int32_t> in_off{0};
     std::vector<std::uint64_t> in;
 
     std::string_view root_module = "self";
-    std::string_view return_prefix = "return ";  ///< the output statement: prefix + repr + suffix
+    std::string_view return_prefix =
+        "return ";  ///< the output statement: prefix + repr + suffix
     std::string_view return_suffix;
     std::int32_t wrap_global = -1;  ///< GlobalRef index of torch.fx.wrap
 };
@@ -117,7 +126,8 @@ struct EmitResult {
     bool ok = false;
     std::string reason;  ///< why not ok (the caller falls back to FX)
     std::string src;
-    /// lineno_map: line (0-based, counted from the prologue) -> node index or -1 (None).
+    /// lineno_map: line (0-based, counted from the prologue) -> node index or -1
+    /// (None).
     std::vector<std::int32_t> line_node;
     std::int32_t first_line = 0;  ///< key of line_node[0] in FX's lineno_map
     std::int32_t prologue_start = 0;
@@ -127,12 +137,14 @@ struct EmitResult {
 
 /// Writes the function definition line(s) from the free variables (placeholder
 /// declarations) and the return annotation, as the code generator's gen_fn_def.
-using PrologueFn =
-    std::function<std::string(const std::vector<std::string>& free_vars, const std::string& ret)>;
+using PrologueFn = std::function<std::string(const std::vector<std::string>& free_vars,
+                                             const std::string& ret)>;
 
 /// Emits the Python source of `g` as FX would. Never throws for unsupported
 /// input: returns ok == false with the reason.
-EmitResult emit_python(const EmitGraph& g, const IllegalNames& illegal, const PrologueFn& prologue);
+EmitResult emit_python(const EmitGraph& g,
+                       const IllegalNames& illegal,
+                       const PrologueFn& prologue);
 
 /// Python's repr of a float (shortest round-trip digits, Python's layout).
 std::string float_repr(double x);

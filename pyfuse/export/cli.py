@@ -8,11 +8,11 @@ what was folded and what was not (with reasons).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["add_fold_parser", "run_fold"]
@@ -25,58 +25,67 @@ class FoldError(ValueError):
 def add_fold_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``fold`` command to an argparse subparsers object."""
     p: argparse.ArgumentParser = sub.add_parser(
-        "fold", help="export a model, fold its BatchNorms, save the ExportedProgram")
-    p.add_argument("model", help="PKG.MODULE:FACTORY returning an nn.Module")
-    p.add_argument("--input-shape", required=True,
-                   help="comma-separated shape of the example input, e.g. 1,3,224,224")
-    p.add_argument("--out", help="save the folded program here (torch.export.save, .pt2)")
-    p.add_argument("--decompose", action="store_true",
-                   help="run_decompositions() before folding (core aten ops)")
+        "fold", help="export a model, fold its BatchNorms, save the ExportedProgram"
+    )
+    p.add_argument(
+        "model",
+        help="MODULE:FACTORY returning an nn.Module "
+        "(MODULE from the current directory, then the installed packages)",
+    )
+    p.add_argument("--app-dir", metavar="DIR", help="import MODULE from DIR instead")
+    p.add_argument(
+        "--input-shape",
+        required=True,
+        help="comma-separated shape of the example input, e.g. 1,3,224,224",
+    )
+    p.add_argument(
+        "--out", help="save the folded program here (torch.export.save, .pt2)"
+    )
+    p.add_argument(
+        "--decompose",
+        action="store_true",
+        help="run_decompositions() before folding (core aten ops)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
-
-
-def _load(spec: str) -> Any:
-    mod_name, sep, attr = spec.partition(":")
-    if not sep or not mod_name or not attr:
-        raise FoldError(f"model must be PKG.MODULE:FACTORY, got {spec!r}")
-    try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise FoldError(f"cannot load {spec!r}: {e}") from None
-    return factory()
 
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in text.split(","))
     except ValueError:
-        raise FoldError(f"--input-shape must be comma-separated integers, got {text!r}") \
-            from None
+        raise FoldError(
+            f"--input-shape must be comma-separated integers, got {text!r}"
+        ) from None
     if not shape or any(d <= 0 for d in shape):
         raise FoldError(f"--input-shape must be positive integers, got {text!r}")
     return shape
 
 
-def run_fold(args: argparse.Namespace) -> int:
-    """Run ``pyfuse fold``; 0 on success, 2 on bad input."""
+def run_fold(args: argparse.Namespace, load: Callable[[str], Any]) -> int:
+    """Run ``pyfuse fold``; 0 on success, 2 on bad input. `load` turns the
+    MODULE:FACTORY argument into the model (the CLI's importer)."""
     try:
-        return _run(args)
+        return _run(args, load)
     except FoldError as e:
         print(f"pyfuse fold: error: {e}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, load: Callable[[str], Any]) -> int:
     import torch
 
     from .program import fold_program
 
-    model = _load(args.model)
+    model = load(args.model)
     if not isinstance(model, torch.nn.Module):
-        raise FoldError(f"{args.model} returned {type(model).__name__}, not an nn.Module")
+        raise FoldError(
+            f"{args.model} returned {type(model).__name__}, not an nn.Module"
+        )
     model.eval()
-    x = torch.randn(_shape(args.input_shape), generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        _shape(args.input_shape), generator=torch.Generator().manual_seed(0)
+    )
     ep = torch.export.export(model, (x,))
     if args.decompose:
         with warnings.catch_warnings():  # torch's own pytree deprecation notice
@@ -86,23 +95,37 @@ def _run(args: argparse.Namespace) -> int:
     folded, report = fold_program(ep)
     seconds = time.perf_counter() - start
     with torch.no_grad():
-        diff = max(float((a - b).abs().max()) for a, b in zip(
-            torch.utils._pytree.tree_leaves(ep.module()(x)),
-            torch.utils._pytree.tree_leaves(folded.module()(x)), strict=True))
+        diff = max(
+            float((a - b).abs().max())
+            for a, b in zip(
+                torch.utils._pytree.tree_leaves(ep.module()(x)),
+                torch.utils._pytree.tree_leaves(folded.module()(x)),
+                strict=True,
+            )
+        )
     if args.out:
         torch.export.save(folded, args.out)
     nodes = (len(ep.graph.nodes), len(folded.graph.nodes))
     if args.json:
-        print(json.dumps({
-            "nodes_before": nodes[0], "nodes_after": nodes[1],
-            "fold_seconds": seconds, "max_abs_difference": diff,
-            "folded": [vars(f) for f in report.fused],
-            "not_folded": [vars(s) for s in report.skipped],
-            "out": args.out,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "nodes_before": nodes[0],
+                    "nodes_after": nodes[1],
+                    "fold_seconds": seconds,
+                    "max_abs_difference": diff,
+                    "folded": [vars(f) for f in report.fused],
+                    "not_folded": [vars(s) for s in report.skipped],
+                    "out": args.out,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"folded {len(report.fused)} BatchNorm(s) in {seconds * 1e3:.1f} ms; "
-          f"{nodes[0]} -> {nodes[1]} nodes; max |difference| {diff:.3g}")
+    print(
+        f"folded {len(report.fused)} BatchNorm(s) in {seconds * 1e3:.1f} ms; "
+        f"{nodes[0]} -> {nodes[1]} nodes; max |difference| {diff:.3g}"
+    )
     for f in report.fused:
         print(f"  {f.pattern:<44} {', '.join(f.nodes):<40} -> {', '.join(f.modules)}")
     for s in report.skipped:

@@ -30,8 +30,10 @@ def is_exported(obj: Any) -> bool:
     if not isinstance(obj, GraphModule):
         return False
     op_types = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
-    return any(n.op == "call_function" and isinstance(n.target, op_types)
-               for n in obj.graph.nodes)
+    return any(
+        n.op == "call_function" and isinstance(n.target, op_types)
+        for n in obj.graph.nodes
+    )
 
 
 def _fused(groups: list[Group], new_bias: Any) -> list[Fused]:
@@ -39,8 +41,10 @@ def _fused(groups: list[Group], new_bias: Any) -> list[Fused]:
     for group in groups:
         s = group.first
         attrs = (s.weight_key, s.bias_key or new_bias(s.weight_key))
-        out += [Fused(site.pattern, (site.prod.name, site.bn.name), attrs, "folded")
-                for site in group.sites]
+        out += [
+            Fused(site.pattern, (site.prod.name, site.bn.name), attrs, "folded")
+            for site in group.sites
+        ]
     return out
 
 
@@ -52,9 +56,13 @@ def explain_exported(obj: Any) -> tuple[list[Fused], list[Skipped]]:
         producers = CONV_PRODUCERS + LINEAR_PRODUCERS
         sites = find_sites(obj.graph, obj, producers)
         store = ModuleStore(obj, sites.get_attrs)
-        plan = plan_folds(sites, producers, store, check_rank=True, new_bias_name=bias_name)
-        return (_fused(plan.groups, bias_name),
-                [Skipped(p, n, r) for p, n, r in plan.skipped])
+        plan = plan_folds(
+            sites, producers, store, check_rank=True, new_bias_name=bias_name
+        )
+        return (
+            _fused(plan.groups, bias_name),
+            [Skipped(p, n, r) for p, n, r in plan.skipped],
+        )
     from .program import bias_name as program_bias_name
     from .program import plan_program
 

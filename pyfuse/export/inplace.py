@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from ..codegen import recompile
 from ..report import Fused, FuseReport, Skipped
 from .dce import eliminate_dead_code
 from .match import find_sites
@@ -47,7 +48,11 @@ class ModuleStore:
                 self._readers.setdefault(n.target, []).append(n)
 
     def key(self, node: Node) -> str | None:
-        return node.target if node.op == "get_attr" and isinstance(node.target, str) else None
+        return (
+            node.target
+            if node.op == "get_attr" and isinstance(node.target, str)
+            else None
+        )
 
     def readers(self, key: str) -> list[Node]:
         return self._readers.get(key, [])
@@ -81,7 +86,8 @@ class ModuleStore:
         value = getattr(owner, field, _MISSING) if owner is not None else _MISSING
         if value is _MISSING:
             raise RuntimeError(
-                f"node {node.name!r} reads {key!r}, which does not exist in the module")
+                f"node {node.name!r} reads {key!r}, which does not exist in the module"
+            )
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"node {node.name!r} reads {key!r}, which is not a tensor")
         return value
@@ -93,8 +99,14 @@ class _Journal:
     def __init__(self) -> None:
         self._undo: list[Any] = []
 
-    def set_param(self, owner: torch.nn.Module, field: str, value: torch.nn.Parameter) -> None:
-        old = owner._parameters.get(field, _MISSING) if field in owner._parameters else _MISSING
+    def set_param(
+        self, owner: torch.nn.Module, field: str, value: torch.nn.Parameter
+    ) -> None:
+        old = (
+            owner._parameters.get(field, _MISSING)
+            if field in owner._parameters
+            else _MISSING
+        )
         self._undo.append(("param", owner, field, old))
         owner.register_parameter(field, value)
 
@@ -130,7 +142,9 @@ class _Journal:
         self._undo.clear()
 
 
-def _compute(group: Group, store: ModuleStore) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+def _compute(
+    group: Group, store: ModuleStore
+) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
     s = group.first
 
     def get(key: str | None, node: Node | None) -> torch.Tensor | None:
@@ -144,7 +158,9 @@ def _compute(group: Group, store: ModuleStore) -> tuple[torch.nn.Parameter, torc
     rv = store.tensor(rv_key, s.bn)
     w = store.tensor(s.weight_key, s.weight_node)
     b = get(s.bias_key, s.bias_node)
-    return fold_weights(s.producer.kind, s.transpose, s.groups, w, b, rm, rv, s.eps, bw, bb)
+    return fold_weights(
+        s.producer.kind, s.transpose, s.groups, w, b, rm, rv, s.eps, bw, bb
+    )
 
 
 def _redirect_norm(journal: _Journal, bn: Node, prod: Node, tuple_output: bool) -> None:
@@ -152,13 +168,22 @@ def _redirect_norm(journal: _Journal, bn: Node, prod: Node, tuple_output: bool) 
         journal.redirect(bn, prod)
         return
     for user in list(bn.users):
-        if user.op == "call_function" and user.target is operator.getitem \
-                and user.args[1] == 0:
+        if (
+            user.op == "call_function"
+            and user.target is operator.getitem
+            and user.args[1] == 0
+        ):
             journal.redirect(user, prod)
 
 
-def _apply(gm: GraphModule, store: ModuleStore, group: Group, weight: torch.nn.Parameter,
-           bias: torch.nn.Parameter, journal: _Journal) -> None:
+def _apply(
+    gm: GraphModule,
+    store: ModuleStore,
+    group: Group,
+    weight: torch.nn.Parameter,
+    bias: torch.nn.Parameter,
+    journal: _Journal,
+) -> None:
     s = group.first
     graph = gm.graph
     owner, field = store.owner(s.weight_key)
@@ -173,7 +198,8 @@ def _apply(gm: GraphModule, store: ModuleStore, group: Group, weight: torch.nn.P
             journal.added(get_bias)
             if site.producer.kind != "linear" and "val" in prod.meta:
                 get_bias.meta["val"] = prod.meta["val"].fake_mode.from_tensor(
-                    bias, static_shapes=True)
+                    bias, static_shapes=True
+                )
             args = list(prod.args)
             if len(args) == 2:
                 args.append(None)
@@ -182,15 +208,18 @@ def _apply(gm: GraphModule, store: ModuleStore, group: Group, weight: torch.nn.P
         _redirect_norm(journal, site.bn, prod, site.norm.tuple_output)
 
 
-def fold_module(gm: GraphModule, producers: Sequence[Producer], *,
-                check_rank: bool) -> FuseReport:
+def fold_module(
+    gm: GraphModule, producers: Sequence[Producer], *, check_rank: bool
+) -> FuseReport:
     """Fold every safe BatchNorm of `gm` into `producers`, in place."""
     sites = find_sites(gm.graph, gm, producers)
     report = FuseReport()
     if not sites.any_norm:
         return report
     store = ModuleStore(gm, sites.get_attrs)
-    plan = plan_folds(sites, producers, store, check_rank=check_rank, new_bias_name=bias_name)
+    plan = plan_folds(
+        sites, producers, store, check_rank=check_rank, new_bias_name=bias_name
+    )
     folded = [(g, *_compute(g, store)) for g in plan.groups]  # before any edit
     journal = _Journal()
     try:
@@ -206,12 +235,13 @@ def fold_module(gm: GraphModule, producers: Sequence[Producer], *,
             bn = site.bn
             if not bn._erased and not bn.users:
                 graph.erase_node(bn)
-    gm.recompile()
+    recompile(gm)  # gm.recompile(), the text written by the native emitter
     for group, _w, _b in folded:
         s = group.first
         attrs = (s.weight_key, s.bias_key or bias_name(s.weight_key))
         for site in group.sites:
-            report.fused.append(Fused(site.pattern, (site.prod.name, site.bn.name), attrs,
-                                      "folded"))
+            report.fused.append(
+                Fused(site.pattern, (site.prod.name, site.bn.name), attrs, "folded")
+            )
     report.skipped.extend(Skipped(p, n, r) for p, n, r in plan.skipped)
     return report

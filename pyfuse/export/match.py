@@ -42,7 +42,9 @@ def _pattern_set(producers: tuple[Producer, ...]) -> _Set:
     paired: list[bool] = []
     for norm in NORMS:
         for prod in producers:
-            patterns.append((norm.target, prod.target) + (match_all,) * (norm.arity - 1))
+            patterns.append(
+                (norm.target, prod.target) + (match_all,) * (norm.arity - 1)
+            )
             norm_of.append(norm)
             paired.append(True)
     by_target = {n.target: n for n in NORMS}
@@ -70,13 +72,19 @@ class Sites:
     get_attrs: list[Node]
 
 
-def find_sites(graph: Graph, root: torch.nn.Module, producers: Sequence[Producer]) -> Sites:
+def find_sites(
+    graph: Graph, root: torch.nn.Module, producers: Sequence[Producer]
+) -> Sites:
     """The BatchNorm sites of `graph` for folds into `producers`."""
     pset = _pattern_set(tuple(producers))
     flat = flatten(graph, root, pset.compiled)
     res = pset.compiled.automaton.match(flat.graph, [])
     if res.error:
-        where = f" (node {flat.nodes[res.error_node].name!r})" if res.error_node >= 0 else ""
+        where = (
+            f" (node {flat.nodes[res.error_node].name!r})"
+            if res.error_node >= 0
+            else ""
+        )
         raise MatchError(f"pyfuse matcher: {res.error}{where}")
     roots, pats = res.roots, res.patterns
     nodes = flat.nodes

@@ -92,7 +92,9 @@ CONV_PRODUCERS: tuple[Producer, ...] = (
 )
 
 # The form torchao's ``_fuse_linear_bn_`` folds.
-LINEAR_PRODUCERS: tuple[Producer, ...] = (Producer(aten.linear.default, "linear", 1, 2),)
+LINEAR_PRODUCERS: tuple[Producer, ...] = (
+    Producer(aten.linear.default, "linear", 1, 2),
+)
 
 # What ``run_decompositions()`` turns them into.
 DECOMPOSED_PRODUCERS: tuple[Producer, ...] = (

@@ -71,8 +71,14 @@ class Site:
         return f"{short_name(self.prod.target)} -> {short_name(self.bn.target)}"
 
     def signature(self) -> tuple[Any, ...]:
-        return (self.bias_key, self.bn_keys, self.eps, self.transpose, self.groups,
-                self.producer.kind)
+        return (
+            self.bias_key,
+            self.bn_keys,
+            self.eps,
+            self.transpose,
+            self.groups,
+            self.producer.kind,
+        )
 
 
 @dataclass
@@ -99,13 +105,18 @@ class _Skip(Exception):
 
 
 def _kind_name(producer: Producer) -> str:
-    return "linear" if producer.kind in ("linear", "addmm", "mm") else (
-        "conv_transpose" if producer.kind == "conv_transpose" else "conv")
+    return (
+        "linear"
+        if producer.kind in ("linear", "addmm", "mm")
+        else ("conv_transpose" if producer.kind == "conv_transpose" else "conv")
+    )
 
 
 def _readers_text(nodes: Sequence[Node]) -> str:
     names = [n.name for n in nodes]
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return ", ".join(names[:3]) + (
+        f" and {len(names) - 3} more" if len(names) > 3 else ""
+    )
 
 
 def _other_readers(prod: Node, bn: Node) -> list[Node]:
@@ -134,8 +145,9 @@ def _literal_arg(node: Node, index: int, default: Any) -> Any:
     return node.args[index] if len(node.args) > index else default
 
 
-def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
-          check_rank: bool) -> Site | None:
+def _site(
+    bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store, check_rank: bool
+) -> Site | None:
     """The site at `bn`, None when `bn` does not read a producer; raises _Skip."""
     prod = bn.args[0] if bn.args else bn.kwargs.get("input")
     if not isinstance(prod, Node) or prod.op != "call_function":
@@ -146,7 +158,12 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
     what = _kind_name(producer)
     args = _norm_args(bn, norm)
     keys: list[str | None] = []
-    for i, name in ((1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")):
+    for i, name in (
+        (1, "weight"),
+        (2, "bias"),
+        (3, "running_mean"),
+        (4, "running_var"),
+    ):
         a = args[i]
         if a is None:
             if i >= 3:
@@ -180,15 +197,23 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
     weight_reader = prod
     if producer.kind in ("addmm", "mm"):
         perm = _literal_arg(prod, producer.weight, None)
-        if not (isinstance(perm, Node) and perm.op == "call_function"
-                and perm.target is aten.permute.default and len(perm.args) == 2
-                and isinstance(perm.args[1], list | tuple)
-                and list(perm.args[1]) in ([1, 0], [-1, -2], [1, -2], [-1, 0])
-                and not perm.kwargs):
-            raise _Skip(f"{short_name(prod.target)} weight is not permute(weight, [1, 0])")
+        if not (
+            isinstance(perm, Node)
+            and perm.op == "call_function"
+            and perm.target is aten.permute.default
+            and len(perm.args) == 2
+            and isinstance(perm.args[1], list | tuple)
+            and list(perm.args[1]) in ([1, 0], [-1, -2], [1, -2], [-1, 0])
+            and not perm.kwargs
+        ):
+            raise _Skip(
+                f"{short_name(prod.target)} weight is not permute(weight, [1, 0])"
+            )
         if len(perm.users) != 1:
-            raise _Skip(f"transposed linear weight also read by "
-                        f"{_readers_text([u for u in perm.users if u is not prod])}")
+            raise _Skip(
+                f"transposed linear weight also read by "
+                f"{_readers_text([u for u in perm.users if u is not prod])}"
+            )
         if producer.kind == "addmm" and any(a != 1 for a in prod.args[3:5]):
             raise _Skip("addmm with beta or alpha other than 1")
         weight_reader = perm
@@ -210,14 +235,30 @@ def _site(bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store,
         x = prod.args[0] if prod.args else None
         val = x.meta.get("val") if isinstance(x, Node) else None
         if not isinstance(val, torch.Tensor):
-            raise _Skip("linear input rank unknown (no 'val' meta): BatchNorm may "
-                        "normalize another dimension than linear transforms")
+            raise _Skip(
+                "linear input rank unknown (no 'val' meta): BatchNorm may "
+                "normalize another dimension than linear transforms"
+            )
         if val.ndim != 2:
-            raise _Skip(f"linear input is {val.ndim}-D: BatchNorm normalizes dim 1, "
-                        "linear transforms the last dim")
-    return Site(bn, norm, prod, producer, weight_reader, weight, wkey, bias, bkey,
-                (keys[0], keys[1], str(keys[2]), str(keys[3])), float(eps),
-                transpose, groups)
+            raise _Skip(
+                f"linear input is {val.ndim}-D: BatchNorm normalizes dim 1, "
+                "linear transforms the last dim"
+            )
+    return Site(
+        bn,
+        norm,
+        prod,
+        producer,
+        weight_reader,
+        weight,
+        wkey,
+        bias,
+        bkey,
+        (keys[0], keys[1], str(keys[2]), str(keys[3])),
+        float(eps),
+        transpose,
+        groups,
+    )
 
 
 def _group_problem(sites: list[Site], store: Store, what: str) -> str | None:
@@ -228,9 +269,15 @@ def _group_problem(sites: list[Site], store: Store, what: str) -> str | None:
     for r in store.readers(first.weight_key):
         for u in r.users:
             s = readers.get(id(u))
-            pos = s.producer.weight if s is not None and s.weight_reader is s.prod else 0
-            if s is None or u.args[pos] is not r or sum(a is r for a in u.args) != 1 \
-                    or u.kwargs:
+            pos = (
+                s.producer.weight if s is not None and s.weight_reader is s.prod else 0
+            )
+            if (
+                s is None
+                or u.args[pos] is not r
+                or sum(a is r for a in u.args) != 1
+                or u.kwargs
+            ):
                 outside.append(u)
     if outside:
         return f"{what} weight also read by {_readers_text(outside)}"
@@ -241,20 +288,30 @@ def _group_problem(sites: list[Site], store: Store, what: str) -> str | None:
         bias_pos = first.producer.bias
         for r in store.readers(first.bias_key):
             for u in r.users:
-                if id(u) not in prods or u.args[bias_pos] is not r \
-                        or sum(a is r for a in u.args) != 1:
+                if (
+                    id(u) not in prods
+                    or u.args[bias_pos] is not r
+                    or sum(a is r for a in u.args) != 1
+                ):
                     outside.append(u)
         if outside:
             return f"{what} bias also read by {_readers_text(outside)}"
-        if first.bias_key in {k for k in first.bn_keys if k is not None} \
-                or first.bias_key == first.weight_key:
+        if (
+            first.bias_key in {k for k in first.bn_keys if k is not None}
+            or first.bias_key == first.weight_key
+        ):
             return f"{what} bias is also a BatchNorm constant"
     return None
 
 
-def plan_folds(sites: Sites, producers: Sequence[Producer], store: Store, *,
-               check_rank: bool = True,
-               new_bias_name: Callable[[str], str] | None = None) -> Plan:
+def plan_folds(
+    sites: Sites,
+    producers: Sequence[Producer],
+    store: Store,
+    *,
+    check_rank: bool = True,
+    new_bias_name: Callable[[str], str] | None = None,
+) -> Plan:
     """Which BatchNorms of `sites` fold into `producers`, and why others do not.
 
     `new_bias_name(weight_key)` names the bias constant a bias-less producer gets;
@@ -270,8 +327,11 @@ def plan_folds(sites: Sites, producers: Sequence[Producer], store: Store, *,
         except _Skip as skip:
             prod = bn.args[0] if bn.args else None
             names = (prod.name, bn.name) if isinstance(prod, Node) else (bn.name,)
-            pattern = (f"{short_name(prod.target)} -> {short_name(bn.target)}"
-                       if isinstance(prod, Node) else short_name(bn.target))
+            pattern = (
+                f"{short_name(prod.target)} -> {short_name(bn.target)}"
+                if isinstance(prod, Node)
+                else short_name(bn.target)
+            )
             plan.skipped.append((pattern, names, str(skip)))
             continue
         if site is None:
@@ -285,8 +345,12 @@ def plan_folds(sites: Sites, producers: Sequence[Producer], store: Store, *,
         group = by_weight[key]
         what = _kind_name(group[0].producer)
         why = _group_problem(group, store, what)
-        if why is None and group[0].bias_key is None and new_bias_name is not None \
-                and store.exists(new_bias_name(key)):
+        if (
+            why is None
+            and group[0].bias_key is None
+            and new_bias_name is not None
+            and store.exists(new_bias_name(key))
+        ):
             why = f"the name {new_bias_name(key)!r} for the folded bias is taken"
         if why is not None:
             for s in group:

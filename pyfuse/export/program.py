@@ -81,7 +81,11 @@ class ProgramStore:
         return None
 
     def exists(self, key: str) -> bool:
-        return key in self.ep.state_dict or key in self.ep.constants or key in self._readers
+        return (
+            key in self.ep.state_dict
+            or key in self.ep.constants
+            or key in self._readers
+        )
 
     def tensor(self, key: str) -> torch.Tensor:
         value = self.ep.state_dict.get(key)
@@ -117,14 +121,17 @@ def _copy_graph(ep: ExportedProgram) -> Graph:
 def plan_program(ep: ExportedProgram) -> ProgramPlan:
     """Copy `ep`'s graph and decide its folds (nothing of `ep` changes)."""
     if not isinstance(ep, ExportedProgram):
-        raise TypeError(f"fold_batch_norm needs a torch.export.ExportedProgram, "
-                        f"got {type(ep).__name__}")
+        raise TypeError(
+            f"fold_batch_norm needs a torch.export.ExportedProgram, "
+            f"got {type(ep).__name__}"
+        )
     graph = _copy_graph(ep)
     sites = find_sites(graph, ep.graph_module, PRODUCERS)
     store = ProgramStore(ep, graph)
     plan = plan_folds(sites, PRODUCERS, store, check_rank=True, new_bias_name=bias_name)
-    return ProgramPlan(graph, store, plan.groups,
-                       [Skipped(p, n, r) for p, n, r in plan.skipped])
+    return ProgramPlan(
+        graph, store, plan.groups, [Skipped(p, n, r) for p, n, r in plan.skipped]
+    )
 
 
 def _compute(group: Group, store: ProgramStore) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,13 +141,25 @@ def _compute(group: Group, store: ProgramStore) -> tuple[torch.Tensor, torch.Ten
     bb = store.tensor(bb_key) if bb_key is not None else None
     w = store.tensor(s.weight_key)
     b = store.tensor(s.bias_key) if s.bias_key is not None else None
-    return fold_weights(s.producer.kind, s.transpose, s.groups, w, b,
-                        store.tensor(rm_key), store.tensor(rv_key), s.eps, bw, bb)
+    return fold_weights(
+        s.producer.kind,
+        s.transpose,
+        s.groups,
+        w,
+        b,
+        store.tensor(rm_key),
+        store.tensor(rv_key),
+        s.eps,
+        bw,
+        bb,
+    )
 
 
 def _new_placeholder(graph: Graph, after: Node, kind: InputKind, key: str) -> Node:
     """A placeholder for the new constant `key`, named as export names them."""
-    base = ("p_" if kind == InputKind.PARAMETER else "b_") + key.replace(".", "_").lower()
+    base = ("p_" if kind == InputKind.PARAMETER else "b_") + key.replace(
+        ".", "_"
+    ).lower()
     with graph.inserting_after(after):
         node = graph.create_node("placeholder", base, name=base)
     node.target = node.name
@@ -152,8 +171,11 @@ def _redirect(bn: Node, prod: Node, tuple_output: bool) -> None:
         bn.replace_all_uses_with(prod)
         return
     for user in list(bn.users):
-        if user.op == "call_function" and user.target is operator.getitem \
-                and user.args[1] == 0:
+        if (
+            user.op == "call_function"
+            and user.target is operator.getitem
+            and user.args[1] == 0
+        ):
             user.replace_all_uses_with(prod)
 
 
@@ -179,10 +201,15 @@ def fold_program(ep: ExportedProgram) -> tuple[ExportedProgram, FuseReport]:
             new_bias = _new_placeholder(graph, s.weight_node, w_spec.kind, bias_key)
             val = s.weight_node.meta.get("val")
             if val is not None and hasattr(val, "fake_mode"):
-                new_bias.meta["val"] = val.fake_mode.from_tensor(bias, static_shapes=True)
+                new_bias.meta["val"] = val.fake_mode.from_tensor(
+                    bias, static_shapes=True
+                )
             new_specs[new_bias.name] = InputSpec(
-                w_spec.kind, TensorArgument(new_bias.name), bias_key,
-                True if w_spec.kind == InputKind.BUFFER else None)
+                w_spec.kind,
+                TensorArgument(new_bias.name),
+                bias_key,
+                True if w_spec.kind == InputKind.BUFFER else None,
+            )
         else:
             state_dict[bias_key] = _like(bias, ep.state_dict[bias_key])
         for site in group.sites:
@@ -191,7 +218,9 @@ def fold_program(ep: ExportedProgram) -> tuple[ExportedProgram, FuseReport]:
                 if site.producer.kind == "mm":
                     x, perm = prod.args[0], prod.args[1]
                     with graph.inserting_before(prod):
-                        addmm = graph.call_function(aten.addmm.default, (new_bias, x, perm))
+                        addmm = graph.call_function(
+                            aten.addmm.default, (new_bias, x, perm)
+                        )
                     addmm.meta = copy.copy(prod.meta)
                     prod = addmm
                 else:
@@ -201,11 +230,19 @@ def fold_program(ep: ExportedProgram) -> tuple[ExportedProgram, FuseReport]:
                     args[2] = new_bias
                     prod.args = tuple(args)
             _redirect(site.bn, prod, site.norm.tuple_output)
-            report.fused.append(Fused(site.pattern, (site.prod.name, site.bn.name),
-                                      (s.weight_key, bias_key), "folded"))
+            report.fused.append(
+                Fused(
+                    site.pattern,
+                    (site.prod.name, site.bn.name),
+                    (s.weight_key, bias_key),
+                    "folded",
+                )
+            )
             bn_keys.update(k for k in site.bn_keys if k is not None)
             prefix = site.bn_keys[2].rpartition(".")[0]
-            bn_keys.add(f"{prefix}.num_batches_tracked" if prefix else "num_batches_tracked")
+            bn_keys.add(
+                f"{prefix}.num_batches_tracked" if prefix else "num_batches_tracked"
+            )
     eliminate_dead_code(graph)
     for group, _w, _b in folded:
         for site in group.sites:
@@ -228,15 +265,23 @@ def fold_program(ep: ExportedProgram) -> tuple[ExportedProgram, FuseReport]:
 def _like(value: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """`value` as the kind of tensor `original` is (Parameter or plain)."""
     if isinstance(original, torch.nn.Parameter):
-        return value if isinstance(value, torch.nn.Parameter) else \
-            torch.nn.Parameter(value.detach(), original.requires_grad)
+        return (
+            value
+            if isinstance(value, torch.nn.Parameter)
+            else torch.nn.Parameter(value.detach(), original.requires_grad)
+        )
     return value.detach()
 
 
-def _rebuild(ep: ExportedProgram, graph: Graph, state_dict: dict[str, Any],
-             new_specs: dict[str, InputSpec]) -> ExportedProgram:
-    old = {s.arg.name: s for s in ep.graph_signature.input_specs
-           if hasattr(s.arg, "name")}
+def _rebuild(
+    ep: ExportedProgram,
+    graph: Graph,
+    state_dict: dict[str, Any],
+    new_specs: dict[str, InputSpec],
+) -> ExportedProgram:
+    old = {
+        s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")
+    }
     old_inputs = list(ep.graph_signature.input_specs)
     input_specs: list[InputSpec] = []
     by_position = iter(old_inputs)
@@ -254,24 +299,38 @@ def _rebuild(ep: ExportedProgram, graph: Graph, state_dict: dict[str, Any],
     renamed: dict[str, str] = {}
     output_specs: list[OutputSpec] = []
     for out_spec, value in zip(ep.graph_signature.output_specs, flat, strict=True):
-        if isinstance(out_spec.arg, TensorArgument) and isinstance(value, Node) \
-                and value.name != out_spec.arg.name:
+        if (
+            isinstance(out_spec.arg, TensorArgument)
+            and isinstance(value, Node)
+            and value.name != out_spec.arg.name
+        ):
             renamed[out_spec.arg.name] = value.name
-            out_spec = OutputSpec(out_spec.kind, TensorArgument(value.name),  # noqa: PLW2901
-                                  out_spec.target)
+            out_spec = OutputSpec(  # noqa: PLW2901
+                out_spec.kind,
+                TensorArgument(value.name),
+                out_spec.target,
+            )
         output_specs.append(out_spec)
     signature = ExportGraphSignature(input_specs=input_specs, output_specs=output_specs)
+
     def rename(args: list[Any]) -> list[Any]:
-        return [TensorArgument(renamed.get(a.name, a.name))
-                if isinstance(a, TensorArgument) else a for a in args]
+        return [
+            TensorArgument(renamed.get(a.name, a.name))
+            if isinstance(a, TensorArgument)
+            else a
+            for a in args
+        ]
 
     module_call_graph = []  # entries shared with `ep`, except those renamed
     for entry in ep.module_call_graph:
         sig = entry.signature
-        if sig is not None and any(isinstance(a, TensorArgument) and a.name in renamed
-                                   for a in list(sig.inputs) + list(sig.outputs)):
-            sig = dataclasses.replace(sig, inputs=rename(sig.inputs),
-                                      outputs=rename(sig.outputs))
+        if sig is not None and any(
+            isinstance(a, TensorArgument) and a.name in renamed
+            for a in list(sig.inputs) + list(sig.outputs)
+        ):
+            sig = dataclasses.replace(
+                sig, inputs=rename(sig.inputs), outputs=rename(sig.outputs)
+            )
             module_call_graph.append(dataclasses.replace(entry, signature=sig))
         else:
             module_call_graph.append(entry)

@@ -15,8 +15,14 @@ __all__ = ["fold_weights"]
 
 
 def _grouped_transpose(
-    w: torch.Tensor, b: torch.Tensor | None, rm: torch.Tensor, rv: torch.Tensor, eps: float,
-    bw: torch.Tensor | None, bb: torch.Tensor | None, groups: int,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    rm: torch.Tensor,
+    rv: torch.Tensor,
+    eps: float,
+    bw: torch.Tensor | None,
+    bb: torch.Tensor | None,
+    groups: int,
 ) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
     # weight [in, out / groups, *k]: output channel g * (out / groups) + j of group g.
     w_dtype = w.dtype
@@ -34,13 +40,22 @@ def _grouped_transpose(
     grouped = w.reshape([groups, w.shape[0] // groups, *list(w.shape[1:])])
     fused_w = (grouped * scale).reshape(w.shape).to(dtype=w_dtype)
     fused_b = ((b - rm) * rsqrt * bw + bb).to(dtype=b_dtype)
-    return torch.nn.Parameter(fused_w, w.requires_grad), torch.nn.Parameter(fused_b, b_grad)
+    return torch.nn.Parameter(fused_w, w.requires_grad), torch.nn.Parameter(
+        fused_b, b_grad
+    )
 
 
 def fold_weights(
-    kind: str, transpose: bool, groups: int,
-    w: torch.Tensor, b: torch.Tensor | None, rm: torch.Tensor, rv: torch.Tensor, eps: float,
-    bw: torch.Tensor | None, bb: torch.Tensor | None,
+    kind: str,
+    transpose: bool,
+    groups: int,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    rm: torch.Tensor,
+    rv: torch.Tensor,
+    eps: float,
+    bw: torch.Tensor | None,
+    bb: torch.Tensor | None,
 ) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
     """(weight, bias) of a producer of `kind` with the BatchNorm folded in.
 

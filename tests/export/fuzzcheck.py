@@ -30,8 +30,9 @@ def _maker(ep: torch.export.ExportedProgram, native: bool) -> Callable[[], Graph
     return make
 
 
-def _fold(spec: Spec) -> tuple[GraphModule, list[Any], list[Any], torch.Tensor,
-                                Callable[[], GraphModule]]:
+def _fold(
+    spec: Spec,
+) -> tuple[GraphModule, list[Any], list[Any], torch.Tensor, Callable[[], GraphModule]]:
     """Export `spec`'s model and fold it with pyfuse: (folded, fused, skipped, input,
     a maker of fresh unfolded copies)."""
     model = FuzzNet(spec)
@@ -39,8 +40,13 @@ def _fold(spec: Spec) -> tuple[GraphModule, list[Any], list[Any], torch.Tensor,
     make = _maker(torch.export.export(model, (x,)), spec.native)
     ours = make()
     reports = [pt2e.fuse_conv_bn_(ours), pt2e.fuse_linear_bn_(ours)]
-    return (ours, [f for r in reports for f in r.fused],
-            [s for r in reports for s in r.skipped], x, make)
+    return (
+        ours,
+        [f for r in reports for f in r.fused],
+        [s for r in reports for s in r.skipped],
+        x,
+        make,
+    )
 
 
 def check(spec: Spec, stats: Counter[str] | None = None) -> None:
@@ -77,16 +83,19 @@ def check(spec: Spec, stats: Counter[str] | None = None) -> None:
         # the defect is in torchao's graph, but this model hides it (a ReLU after a
         # BatchNorm zeroing a whole layer for every sample, say)
         outcome = "torchao_defect_masked"
-    direct = spec.dtype is not torch.bfloat16 and \
-        h.max_rel_diff(h.outputs(ours, (x,)), unfolded) <= tol
+    direct = (
+        spec.dtype is not torch.bfloat16
+        and h.max_rel_diff(h.outputs(ours, (x,)), unfolded) <= tol
+    )
     if not direct and spec.dtype is not torch.float64:
         # Rounding (bf16's always, float32's when a later batch-statistics
         # BatchNorm amplifies it) is no verdict on the fold: the same edit must
         # be exact on the float64 twin of the model.
         twin, _, _, tx, tmake = _fold(dataclasses.replace(spec, dtype=torch.float64))
         assert twin.code == ours.code
-        assert h.max_rel_diff(h.outputs(twin, (tx,)), h.outputs(tmake(), (tx,))) \
-            <= h.tolerance(torch.float64)
+        assert h.max_rel_diff(
+            h.outputs(twin, (tx,)), h.outputs(tmake(), (tx,))
+        ) <= h.tolerance(torch.float64)
         if stats is not None:
             stats["judged_on_float64_twin"] += 1
     else:

@@ -71,8 +71,9 @@ def specs(draw: st.DrawFn) -> Spec:
     # about half the models avoid every torchao defect, so the exact contract is
     # exercised as often as the defects
     clean = draw(st.booleans())
-    dtype = draw(st.sampled_from([torch.float32, torch.float32, torch.float64,
-                                  torch.bfloat16]))
+    dtype = draw(
+        st.sampled_from([torch.float32, torch.float32, torch.float64, torch.bfloat16])
+    )
     prods: list[ProdSpec] = []
     bns: list[BnSpec] = []
     steps: list[Step] = []
@@ -83,11 +84,13 @@ def specs(draw: st.DrawFn) -> Spec:
             return None
         if choice == "shared" and shared_from:
             return draw(st.sampled_from(shared_from))
-        bns.append(BnSpec(
-            affine=clean or draw(st.booleans() | st.just(True)),
-            stats=clean or draw(st.integers(0, 9)) > 0,
-            train=not clean and draw(st.integers(0, 9)) == 0,
-        ))
+        bns.append(
+            BnSpec(
+                affine=clean or draw(st.booleans() | st.just(True)),
+                stats=clean or draw(st.integers(0, 9)) > 0,
+                train=not clean and draw(st.integers(0, 9)) == 0,
+            )
+        )
         return len(bns) - 1
 
     def extra() -> str | None:
@@ -97,12 +100,16 @@ def specs(draw: st.DrawFn) -> Spec:
 
     conv_bns: list[int] = []
     for _ in range(draw(st.integers(1, 5))):
-        reuse = [i for i, p in enumerate(prods) if p.kind in ("conv", "same", "transpose")]
+        reuse = [
+            i for i, p in enumerate(prods) if p.kind in ("conv", "same", "transpose")
+        ]
         if reuse and draw(st.integers(0, 3)) == 0:
             p = draw(st.sampled_from(reuse))
         else:
             kind = draw(st.sampled_from(["conv", "conv", "same", "transpose"]))
-            groups = 1 if clean and kind == "transpose" else draw(st.sampled_from([1, 1, 2]))
+            groups = (
+                1 if clean and kind == "transpose" else draw(st.sampled_from([1, 1, 2]))
+            )
             prods.append(ProdSpec(kind, draw(st.booleans()), groups))
             p = len(prods) - 1
         b = bn_for(conv_bns)
@@ -121,7 +128,9 @@ def specs(draw: st.DrawFn) -> Spec:
         if reuse and draw(st.integers(0, 3)) == 0:
             p = draw(st.sampled_from(reuse))
         else:
-            prods.append(ProdSpec("linear3d" if lin3d else "linear", draw(st.booleans()), 1))
+            prods.append(
+                ProdSpec("linear3d" if lin3d else "linear", draw(st.booleans()), 1)
+            )
             p = len(prods) - 1
         b = bn_for(lin_bns)
         if clean:
@@ -132,8 +141,15 @@ def specs(draw: st.DrawFn) -> Spec:
         if b is not None:
             lin_bns.append(b)
         steps.append(Step(p, b, extra(), draw(st.booleans())))
-    return Spec(dim, dtype, tuple(prods), tuple(bns), tuple(steps),
-                draw(st.booleans()), draw(st.integers(0, 2**16)))
+    return Spec(
+        dim,
+        dtype,
+        tuple(prods),
+        tuple(bns),
+        tuple(steps),
+        draw(st.booleans()),
+        draw(st.integers(0, 2**16)),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -158,15 +174,20 @@ class FuzzNet(nn.Module):
             if p.kind == "conv":
                 prods.append(conv(C, C, 3, padding=1, bias=p.bias, groups=p.groups))
             elif p.kind == "same":
-                prods.append(conv(C, C, 3, padding="same", bias=p.bias, groups=p.groups))
+                prods.append(
+                    conv(C, C, 3, padding="same", bias=p.bias, groups=p.groups)
+                )
             elif p.kind == "transpose":
                 prods.append(convt(C, C, 3, padding=1, bias=p.bias, groups=p.groups))
             else:
                 n = L if p.kind == "linear3d" else C
                 prods.append(nn.Linear(n, n, bias=p.bias))
         self.prods = nn.ModuleList(prods)
-        conv_bn = {s.bn for s in spec.steps if s.bn is not None
-                   and not spec.prods[s.prod].kind.startswith("linear")}
+        conv_bn = {
+            s.bn
+            for s in spec.steps
+            if s.bn is not None and not spec.prods[s.prod].kind.startswith("linear")
+        }
         bns: list[nn.Module] = []
         for i, b in enumerate(spec.bns):
             cls = _bn_class(d) if i in conv_bn else nn.BatchNorm1d
@@ -193,7 +214,11 @@ class FuzzNet(nn.Module):
             kind = self.spec.prods[step.prod].kind
             if kind.startswith("linear") and not head:
                 head = True
-                x = x.flatten(2)[..., :L] if kind == "linear3d" else x.flatten(2).mean(-1)
+                x = (
+                    x.flatten(2)[..., :L]
+                    if kind == "linear3d"
+                    else x.flatten(2).mean(-1)
+                )
             prod = self.prods[step.prod]
             y = prod(x)
             if step.extra == "out":
@@ -204,7 +229,9 @@ class FuzzNet(nn.Module):
             elif step.extra == "wsum":
                 outs.append(prod.weight * 2)  # the weight read by another op
             if step.act:
-                outs.append(z)  # the pre-activation too: a ReLU cannot hide a wrong fold
+                outs.append(
+                    z
+                )  # the pre-activation too: a ReLU cannot hide a wrong fold
             x = torch.relu(z) if step.act else z
             outs.append(x)  # every step observable: a later BN cannot hide a wrong fold
         return tuple(outs)
@@ -224,8 +251,10 @@ def to_native(gm: GraphModule) -> GraphModule:
         if n.target is aten.batch_norm.default and n.args[5] is False:
             x, w, b, rm, rv, _training, momentum, eps, _cudnn = n.args
             with g.inserting_before(n):
-                native = g.call_function(aten._native_batch_norm_legit_no_training.default,
-                                         (x, w, b, rm, rv, momentum, eps))
+                native = g.call_function(
+                    aten._native_batch_norm_legit_no_training.default,
+                    (x, w, b, rm, rv, momentum, eps),
+                )
                 first = g.call_function(operator.getitem, (native, 0))
             first.meta = dict(n.meta)
             n.replace_all_uses_with(first)
@@ -263,14 +292,19 @@ def expected(spec: Spec) -> Expected:
         if s.bn is None:
             return False
         b = spec.bns[s.bn]
-        return b.stats and not b.train and s.extra not in ("add", "out") \
+        return (
+            b.stats
+            and not b.train
+            and s.extra not in ("add", "out")
             and spec.prods[s.prod].kind != "linear3d"
+        )
 
     folds: set[int] = set()
     for i, s in enumerate(steps):
         same = [t for t in steps if t.prod == s.prod]
-        if site_ok(s) and all(site_ok(t) and t.bn == s.bn and t.extra != "wsum"
-                              for t in same):
+        if site_ok(s) and all(
+            site_ok(t) and t.bn == s.bn and t.extra != "wsum" for t in same
+        ):
             folds.add(i)
     # torchao: folds every BatchNorm after a producer (not a 3-D linear input),
     # with running stats or crashing without; later folds of one weight only
@@ -304,5 +338,6 @@ def expected(spec: Spec) -> Expected:
                 defects.add("weight also read by a producer without bn")
             if s.extra == "wsum":
                 defects.add("weight also read by another op")
-    return Expected(frozenset(folds), sum(s.bn is not None for s in steps),
-                    frozenset(defects))
+    return Expected(
+        frozenset(folds), sum(s.bn is not None for s in steps), frozenset(defects)
+    )

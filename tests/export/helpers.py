@@ -24,7 +24,9 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def torchao_folds() -> tuple[Callable[[GraphModule], None], Callable[[GraphModule], None]]:
+def torchao_folds() -> tuple[
+    Callable[[GraphModule], None], Callable[[GraphModule], None]
+]:
     """torchao's own pt2e folds, pinned (never the patched bindings)."""
     with quiet():
         from torchao.quantization.pt2e import utils
@@ -65,7 +67,9 @@ def assert_same_fold(ref: GraphModule, got: GraphModule, inputs: Sequence[Any]) 
         assert b.dtype == a.dtype, k
         assert b.requires_grad == a.requires_grad, k
         assert torch.equal(b, a), k
-    assert [n for n, _ in got.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    assert [n for n, _ in got.named_parameters()] == [
+        n for n, _ in ref.named_parameters()
+    ]
     for a, b in zip(outputs(ref, inputs), outputs(got, inputs), strict=True):
         assert torch.equal(a, b)
 
@@ -83,4 +87,6 @@ def max_rel_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
 
 def tolerance(dtype: torch.dtype) -> float:
     """How far a correct fold may move the outputs (relative), per dtype."""
-    return {torch.float64: 1e-10, torch.bfloat16: 6e-2, torch.float16: 1e-2}.get(dtype, 2e-5)
+    return {torch.float64: 1e-10, torch.bfloat16: 6e-2, torch.float16: 1e-2}.get(
+        dtype, 2e-5
+    )

@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             "requested_cases": args.cases,
             "finished": done,
             "seconds": round(time.time() - start, 1),
-            "versions": {"torch": torch.__version__, "torchao": torchao.__version__,
-                         "python": platform.python_version()},
+            "versions": {
+                "torch": torch.__version__,
+                "torchao": torchao.__version__,
+                "python": platform.python_version(),
+            },
             "divergences": len(failures),
             "stats": dict(sorted(stats.items())),
             "failures": failures[:50],
@@ -55,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
 
     @hseed(args.seed)
-    @settings(max_examples=args.cases, deadline=None, database=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=args.cases,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(specs())
     def run(spec: Spec) -> None:
         seen.add(repr(spec))
@@ -65,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             check(spec, stats)
         except Exception:  # noqa: BLE001 (recorded and reported)
             stats["cases"] += 1
-            failures.append({"spec": repr(spec), "error": traceback.format_exc()[-2000:]})
+            failures.append(
+                {"spec": repr(spec), "error": traceback.format_exc()[-2000:]}
+            )
         if stats["cases"] % 250 == 0:
             dump(False)
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyfuse.export.cli import add_fold_parser, run_fold
+from pyfuse.__main__ import main
 from pyfuse.export.explain import explain_exported, is_exported
 
 
@@ -54,14 +53,17 @@ def program() -> torch.export.ExportedProgram:
     return torch.export.export(small_model().eval(), (torch.randn(1, 3, 8, 8),))
 
 
-def test_explain_exported_program_and_module(program: torch.export.ExportedProgram) -> None:
+def test_explain_exported_program_and_module(
+    program: torch.export.ExportedProgram,
+) -> None:
     gm = program.module()
     code = gm.code
     graph = str(program.graph)
     for obj in (program, gm):
         fused, misses = explain_exported(obj)
-        assert [(f.nodes, f.modules) for f in fused] == [(("conv2d", "batch_norm"),
-                                                          ("a.weight", "a.bias"))]
+        assert [(f.nodes, f.modules) for f in fused] == [
+            (("conv2d", "batch_norm"), ("a.weight", "a.bias"))
+        ]
         assert {m.nodes: m.reason for m in misses} == EXPECTED_MISSES
     assert gm.code == code
     assert str(program.graph) == graph
@@ -74,21 +76,29 @@ def test_is_exported(program: torch.export.ExportedProgram) -> None:
     assert not is_exported(small_model())
 
 
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_fold_parser(parser.add_subparsers(dest="cmd"))
-    return parser.parse_args(["fold", *argv])
-
-
-def test_fold_command_saves_a_folded_program(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_fold_command_saves_a_folded_program(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "model.pt2"
-    assert run_fold(_args("tests.export.test_explain_cli:small_model",
-                          "--input-shape", "2,3,8,8", "--out", str(out))) == 0
+    assert (
+        main(
+            [
+                "fold",
+                "tests.export.test_explain_cli:small_model",
+                "--input-shape",
+                "2,3,8,8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert text.startswith("folded 1 BatchNorm(s)")
-    assert "not folded: conv2d -> batch_norm at conv2d_1, batch_norm_1: conv output also " \
-           "read by add" in text
+    assert (
+        "not folded: conv2d -> batch_norm at conv2d_1, batch_norm_1: conv output also "
+        "read by add" in text
+    )
     loaded = torch.export.load(out)
     x = torch.randn(2, 3, 8, 8)
     model = small_model().eval()
@@ -99,21 +109,43 @@ def test_fold_command_saves_a_folded_program(tmp_path: Path,
 
 
 def test_fold_command_json_and_decompose(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_fold(_args("tests.export.test_explain_cli:small_model",
-                          "--input-shape", "1,3,8,8", "--decompose", "--json")) == 0
+    assert (
+        main(
+            [
+                "fold",
+                "tests.export.test_explain_cli:small_model",
+                "--input-shape",
+                "1,3,8,8",
+                "--decompose",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert [f["pattern"] for f in result["folded"]] == [
-        "convolution -> _native_batch_norm_legit_no_training"]
+        "convolution -> _native_batch_norm_legit_no_training"
+    ]
     assert len(result["not_folded"]) == 3
     assert result["max_abs_difference"] < 1e-5
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (("nomodule", "--input-shape", "1"), "PKG.MODULE:FACTORY"),
-    (("tests.export.test_explain_cli:missing", "--input-shape", "1"), "cannot load"),
-    (("tests.export.test_explain_cli:small_model", "--input-shape", "1,x"), "integers"),
-])
-def test_fold_command_bad_input(argv: tuple[str, ...], message: str,
-                                capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_fold(_args(*argv)) == 2
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("nomodule", "--input-shape", "1"), "MODULE:FACTORY"),
+        (
+            ("tests.export.test_explain_cli:missing", "--input-shape", "1"),
+            "cannot load",
+        ),
+        (
+            ("tests.export.test_explain_cli:small_model", "--input-shape", "1,x"),
+            "integers",
+        ),
+    ],
+)
+def test_fold_command_bad_input(
+    argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fold", *argv]) == 2
     assert message in capsys.readouterr().err

@@ -28,8 +28,9 @@ TORCHAO_WRONG = {
 }
 
 
-def _export(name: str) -> tuple[torch.export.ExportedProgram, tuple[torch.Tensor, ...],
-                                 torch.nn.Module]:
+def _export(
+    name: str,
+) -> tuple[torch.export.ExportedProgram, tuple[torch.Tensor, ...], torch.nn.Module]:
     cm = next(m for m in MODELS if m.name == name)
     model = cm.factory().eval()
     inputs = cm.example_inputs_factory()
@@ -70,5 +71,7 @@ def test_corpus_folds_something() -> None:
     for cm in MODELS[:8]:
         ep, _, _ = _export(cm.name)
         gm = ep.module()
-        folded += len(pt2e.fuse_conv_bn_(gm).fused) + len(pt2e.fuse_linear_bn_(gm).fused)
+        folded += len(pt2e.fuse_conv_bn_(gm).fused) + len(
+            pt2e.fuse_linear_bn_(gm).fused
+        )
     assert folded >= 100

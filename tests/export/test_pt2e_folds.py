@@ -34,8 +34,12 @@ def _stats(model: nn.Module, seed: int = 0) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 if m.running_mean is not None:
-                    m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 2 - 1)
-                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 2 + 0.3)
+                    m.running_mean.copy_(
+                        torch.rand(m.running_mean.shape, generator=g) * 2 - 1
+                    )
+                    m.running_var.copy_(
+                        torch.rand(m.running_var.shape, generator=g) * 2 + 0.3
+                    )
                 if m.affine:
                     m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 1.5 + 0.5)
                     m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 2 - 1)
@@ -48,12 +52,16 @@ def _prepare(model: nn.Module, *inputs: torch.Tensor) -> Callable[[], GraphModul
 
 
 def _norms(gm: GraphModule) -> int:
-    return sum(n.target in (aten.batch_norm.default,
-                            aten._native_batch_norm_legit_no_training.default)
-               for n in gm.graph.nodes)
+    return sum(
+        n.target
+        in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default)
+        for n in gm.graph.nodes
+    )
 
 
-def _fold_both(make: Callable[[], GraphModule]) -> tuple[GraphModule, GraphModule, list[str]]:
+def _fold_both(
+    make: Callable[[], GraphModule],
+) -> tuple[GraphModule, GraphModule, list[str]]:
     conv_ao, linear_ao = torchao_folds()
     ref, ours = make(), make()
     with quiet():
@@ -115,12 +123,16 @@ def test_conv_called_twice_with_two_bns_is_kept() -> None:
     assert _norms(ours) == 2
     unfolded = outputs(model, (x,))
     assert max_rel_diff(outputs(ours, (x,)), unfolded) < 1e-6
-    assert max_rel_diff(outputs(ref, (x,)), unfolded) > 1e-2  # torchao drops the second BN
+    assert (
+        max_rel_diff(outputs(ref, (x,)), unfolded) > 1e-2
+    )  # torchao drops the second BN
 
 
 def test_conv_called_twice_with_the_same_bn_folds_as_torchao() -> None:
     x = torch.randn(2, 3, 6, 6)
-    ref, ours, reasons = _fold_both(_prepare(SharedConvTwoBns(bias=True, same_bn=True), x))
+    ref, ours, reasons = _fold_both(
+        _prepare(SharedConvTwoBns(bias=True, same_bn=True), x)
+    )
     assert reasons == []
     assert _norms(ours) == 0
     assert_same_fold(ref, ours, (x,))
@@ -163,12 +175,15 @@ def test_training_bn_is_kept() -> None:
 
 def test_bn_without_running_stats_is_kept() -> None:
     x = torch.randn(4, 3, 6, 6)
-    model = nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3, track_running_stats=False))
+    model = nn.Sequential(
+        nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3, track_running_stats=False)
+    )
     make = _prepare(model, x)
     ours = make()
     report = pt2e.fuse_conv_bn_(ours)
     assert [s.reason for s in report.skipped] == [
-        "BatchNorm has no running_mean (track_running_stats=False)"]
+        "BatchNorm has no running_mean (track_running_stats=False)"
+    ]
     assert max_rel_diff(outputs(ours, (x,)), outputs(model, (x,))) < 1e-6
     conv_ao, _ = torchao_folds()
     with pytest.raises(TypeError), quiet():
@@ -204,15 +219,24 @@ def test_linear_on_3d_input_is_kept_as_torchao_does() -> None:
 
     x = torch.randn(2, 3, 5)
     ref, ours, reasons = _fold_both(_prepare(M(), x))
-    assert reasons == [("linear input is 3-D: BatchNorm normalizes dim 1, linear "
-                       "transforms the last dim")]
+    assert reasons == [
+        (
+            "linear input is 3-D: BatchNorm normalizes dim 1, linear "
+            "transforms the last dim"
+        )
+    ]
     assert_same_fold(ref, ours, (x,))
 
 
 def test_native_batch_norm_form_folds_as_torchao() -> None:
     x = torch.randn(2, 3, 6, 6)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 1),
+        nn.BatchNorm2d(4),
+    )
     make = _prepare(model, x)
     ref, ours, reasons = _fold_both(lambda: to_native(make()))
     assert reasons == []
@@ -238,8 +262,9 @@ def test_rejects_a_non_graph_module() -> None:
 class Deep(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(3, 3, 3, padding=1, bias=i % 2 == 0)
-                                   for i in range(4))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(3, 3, 3, padding=1, bias=i % 2 == 0) for i in range(4)
+        )
         self.bns = nn.ModuleList(nn.BatchNorm2d(3) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -248,13 +273,19 @@ class Deep(nn.Module):
         return x
 
 
-def _state(gm: GraphModule) -> tuple[str, list[tuple[str, int]], list[tuple[object, ...]]]:
-    return (gm.code, [(k, id(v)) for k, v in gm.state_dict(keep_vars=True).items()],
-            [(n.name, n.args, tuple(n.users)) for n in gm.graph.nodes])
+def _state(
+    gm: GraphModule,
+) -> tuple[str, list[tuple[str, int]], list[tuple[object, ...]]]:
+    return (
+        gm.code,
+        [(k, id(v)) for k, v in gm.state_dict(keep_vars=True).items()],
+        [(n.name, n.args, tuple(n.users)) for n in gm.graph.nodes],
+    )
 
 
 def test_fold_raising_mid_pass_leaves_the_module_unchanged(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     x = torch.randn(2, 3, 6, 6)
     gm = _prepare(Deep(), x)()
     before = _state(gm)
@@ -302,7 +333,9 @@ def test_getter_raising_leaves_the_module_unchanged() -> None:
     x = torch.randn(2, 3, 6, 6)
     gm = _prepare(Deep(), x)()
     before = _state(gm)
-    del gm.bns.get_submodule("2")._buffers["running_var"]  # the third BN loses its stats
+    del gm.bns.get_submodule("2")._buffers[
+        "running_var"
+    ]  # the third BN loses its stats
     with pytest.raises(RuntimeError, match="running_var"):
         pt2e.fuse_conv_bn_(gm)
     assert _state(gm)[0] == before[0]
@@ -310,15 +343,20 @@ def test_getter_raising_leaves_the_module_unchanged() -> None:
 
 
 def test_patch_torchao_routes_prepare_pt2e_through_pyfuse(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with quiet():
         from torchao.quantization.pt2e import quantize_pt2e, utils
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
             get_default_x86_inductor_quantization_config,
         )
-    originals = (utils._fuse_conv_bn_, utils._fuse_linear_bn_,
-                 quantize_pt2e._fuse_conv_bn_, quantize_pt2e._fuse_linear_bn_)
+    originals = (
+        utils._fuse_conv_bn_,
+        utils._fuse_linear_bn_,
+        quantize_pt2e._fuse_conv_bn_,
+        quantize_pt2e._fuse_linear_bn_,
+    )
     calls: list[str] = []
     real_conv, real_linear = pt2e.fuse_conv_bn_, pt2e.fuse_linear_bn_
 
@@ -334,16 +372,23 @@ def test_patch_torchao_routes_prepare_pt2e_through_pyfuse(
     monkeypatch.setattr(pt2e, "fuse_linear_bn_", linear)
     x = torch.randn(2, 3, 6, 6)
     model = _stats(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    quantizer = X86InductorQuantizer().set_global(
+        get_default_x86_inductor_quantization_config()
+    )
     with pt2e.patched_torchao():
         assert utils._fuse_conv_bn_ is not originals[0]
         with quiet():
-            prepared = quantize_pt2e.prepare_pt2e(torch.export.export(model, (x,)).module(),
-                                                  quantizer)
+            prepared = quantize_pt2e.prepare_pt2e(
+                torch.export.export(model, (x,)).module(), quantizer
+            )
     assert calls == ["conv", "linear"]
     assert _norms(prepared) == 0
-    assert (utils._fuse_conv_bn_, utils._fuse_linear_bn_,
-            quantize_pt2e._fuse_conv_bn_, quantize_pt2e._fuse_linear_bn_) == originals
+    assert (
+        utils._fuse_conv_bn_,
+        utils._fuse_linear_bn_,
+        quantize_pt2e._fuse_conv_bn_,
+        quantize_pt2e._fuse_linear_bn_,
+    ) == originals
     pt2e.patch_torchao()
     pt2e.patch_torchao()  # idempotent
     pt2e.unpatch_torchao()

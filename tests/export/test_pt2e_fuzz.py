@@ -31,8 +31,12 @@ SEED = int(os.environ.get("PYFUSE_EXPORT_FUZZ_SEED", "20261130"))
 
 
 @hseed(SEED)
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(specs())
 def test_fuzz_pt2e_against_torchao(spec: Spec) -> None:
     check(spec)
@@ -42,8 +46,13 @@ def _catches(budget: int) -> bool:
     """Whether the fuzzer finds a failing case within `budget` examples."""
 
     @hseed(SEED)
-    @settings(max_examples=budget, deadline=None, database=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=budget,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(specs())
     def run(spec: Spec) -> None:
         check(spec)
@@ -56,12 +65,15 @@ def _catches(budget: int) -> bool:
 
 
 def test_mutation_folding_multi_reader_producers_is_caught(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(plan, "_other_readers", lambda *_: [])
     assert _catches(200)
 
 
-def test_mutation_folding_shared_weights_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mutation_folding_shared_weights_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(plan, "_group_problem", lambda *_: None)
     assert _catches(200)
 
