@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "pyfuse.fx.output": 15,
     "pyfuse.fx.pipeline": 16,
     # the export flow (its own stages, beside the FX pass)
+    "pyfuse.export": 10,
     "pyfuse.export.*": 10,
     # facades on the flows
     "pyfuse.explain": 20,
