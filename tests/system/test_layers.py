@@ -4,8 +4,9 @@ module, read from the source (ast), goes to a lower layer.
 Layers, lowest first; a module may import only modules of a lower number. Inside
 a subpackage listed stage by stage the stages are ordered too; a subpackage
 listed as a whole (``pyfuse.export``) may import within itself. The FX and export
-flows never import each other; only the CLI is above ``pyfuse.bench``, and nothing
-in the package imports the tests.
+flows never import each other, nor do the engine and the fusion map; only the CLI
+is above ``pyfuse.bench``, and nothing in the package imports the tests. No
+module is longer than ``MAX_LINES``: a longer one holds more than one stage.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ LAYERS: dict[str, int] = {
     "pyfuse._core": 0,
     "pyfuse.errors": 0,
     "pyfuse.report": 1,
-    # the fusion map: plain data in, HTML out (both flows and explain draw with it)
-    "pyfuse.htmlmap": 2,
+    # the fusion map: plain data in, HTML out (both flows and explain draw with it),
+    # stage by stage beside the engine (the two never import each other)
+    "pyfuse.htmlmap.model": 2,
+    "pyfuse.htmlmap.layout": 3,
+    "pyfuse.htmlmap.template": 2,
+    "pyfuse.htmlmap.render": 4,
+    "pyfuse.htmlmap": 5,
     # engine: flow-agnostic stages on the native core
     "pyfuse.engine": 2,
     "pyfuse.engine.gcpause": 2,
@@ -89,8 +95,18 @@ def _layer(module: str) -> tuple[int, str] | None:
     return None
 
 
-def _flow(module: str) -> str:
-    """``pyfuse.fx`` or ``pyfuse.export`` for a module of either flow."""
+#: subpackages of one level that never import each other, and why
+APART = {
+    frozenset({"pyfuse.fx", "pyfuse.export"}): "the FX and export flows",
+    frozenset({"pyfuse.engine", "pyfuse.htmlmap"}): "the engine and the fusion map",
+}
+
+#: the longest a module may be
+MAX_LINES = 450
+
+
+def _package(module: str) -> str:
+    """The top subpackage of `module` (``pyfuse.fx`` for ``pyfuse.fx.plan``)."""
     return ".".join(module.split(".")[:2])
 
 
@@ -148,9 +164,9 @@ def test_imports_follow_the_layer_map(path: Path):
         if target.split(".")[0] == "tests":
             bad.append(f"{where}: the package never imports the tests")
             continue
-        flows = {_flow(module), _flow(target)}
-        if flows == {"pyfuse.fx", "pyfuse.export"}:
-            bad.append(f"{where}: the FX and export flows never import each other")
+        apart = APART.get(frozenset({_package(module), _package(target)}))
+        if apart is not None:
+            bad.append(f"{where}: {apart} never import each other")
             continue
         there = _layer(target)
         if there is None:
@@ -164,6 +180,18 @@ def test_imports_follow_the_layer_map(path: Path):
     assert not bad, "\n".join(bad)
 
 
+def test_no_module_is_longer_than_the_limit():
+    """A module over MAX_LINES holds more than one stage: split it by role."""
+    lengths = {p: len(p.read_text().splitlines()) for p in SOURCES}
+    long = [
+        f"{p.relative_to(ROOT)} ({n} lines)"
+        for p, n in lengths.items()
+        if n > MAX_LINES
+    ]
+    assert not long, f"split these modules (over {MAX_LINES} lines): {long}"
+    assert max(lengths.values()) > MAX_LINES // 4  # (the sources were read)
+
+
 def test_the_check_sees_a_wrong_import():
     """The parser finds relative imports, imports inside functions and submodules
     imported by name (a check that finds nothing would pass anything)."""
@@ -172,3 +200,5 @@ def test_the_check_sees_a_wrong_import():
     found = [m for _, m in _imports(src, path, "pyfuse.engine.matching")]
     assert found == ["pyfuse.fx.pipeline", "pyfuse.engine.patterns"]
     assert LAYERS["pyfuse.fx.pipeline"] > LAYERS["pyfuse.engine.matching"]
+    assert _package("pyfuse.htmlmap.render") == "pyfuse.htmlmap"
+    assert frozenset({"pyfuse.htmlmap", _package("pyfuse.engine.patterns")}) in APART
