@@ -8,9 +8,9 @@ methods expect.
 Most matches are *plain*: every position of the pattern claimed a node of its
 own (no literal, no node claimed by an earlier match, no node reached twice,
 no MatchAllNode, no getattr entry with arguments). Their record only depends on
-the pattern, so it is built by a function compiled once per pattern from the
-claimed nodes. The others replay
-the reference's walk (O(pattern size), with every match's claims known).
+the pattern, so it is built from the claimed nodes by a function compiled from
+the pattern (once per pattern set: :func:`plain_shapes`). The others replay the
+reference's walk (O(pattern size), with every match's claims known).
 """
 
 from __future__ import annotations
@@ -24,15 +24,32 @@ from torch.fx import Graph, Node
 
 from .. import _core
 from .flatten import Flat, flatten
-from .patterns import CompiledPatterns, compile_patterns, match_all_node
+from .patterns import (
+    USER_CACHE_SIZE,
+    CompiledPatterns,
+    compile_patterns,
+    match_all_node,
+)
 
-__all__ = ["Match", "MatchError", "find_matches", "match_graph", "plain_shape"]
+__all__ = [
+    "Match",
+    "MatchError",
+    "find_matches",
+    "match_graph",
+    "plain_shape",
+    "plain_shapes",
+]
 
 
 Builder = Callable[[Sequence[Any]], tuple[list[Any], tuple[list[Any], ...]]]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=USER_CACHE_SIZE)
+def plain_shapes(patterns: tuple[Any, ...]) -> tuple[tuple[int, Builder] | None, ...]:
+    """:func:`plain_shape` of each pattern of a set, cached per set by content."""
+    return tuple(plain_shape(p) for p in patterns)
+
+
 def plain_shape(pattern: Any) -> tuple[int, Builder] | None:
     """(number of positions, builder) for a pattern without MatchAllNode or a
     getattr entry with arguments, or None.
@@ -257,7 +274,7 @@ def match_graph(
     nodes = flat.nodes
     patterns = compiled.patterns
     out: list[Match] = []
-    shapes = [plain_shape(p) for p in patterns]
+    shapes = plain_shapes(patterns)
     walk = _Walk(res, flat, roots)
     for m, (r, k) in enumerate(zip(roots, pats, strict=True)):
         ids = claimed[claimed_off[m] : claimed_off[m + 1]]

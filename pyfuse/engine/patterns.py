@@ -5,6 +5,13 @@ into integer codes and handed to :class:`pyfuse._core.Automaton` once; the resul
 is cached by the pattern tuple, so every backend config with the same patterns
 shares one automaton.
 
+## Caches
+Whatever is derived from user-given patterns or configs is cached by content
+(an equal input rebuilt finds the entry) and bounded: ``functools.lru_cache(
+maxsize=USER_CACHE_SIZE)`` on a hashable content key, least recently used entry
+evicted first. A cache keyed by a closed set of our own values (a constant, no
+argument) may stay ``functools.cache``.
+
 ## Encoding
 - *labels* name what a graph node is: ``0`` nothing any pattern names, then one
   label per module class, per function (by identity, as the reference's ``is``
@@ -29,12 +36,16 @@ from .. import _core
 from ..errors import MalformedGetattr, PatternError
 
 __all__ = [
+    "USER_CACHE_SIZE",
     "CompiledPatterns",
     "compile_patterns",
     "match_all_node",
     "pattern_size",
     "sort_patterns",
 ]
+
+#: Entries each cache of user-derived values keeps (see "Caches" above).
+USER_CACHE_SIZE = 32
 
 # Head kinds (defined in csrc/core/automaton.hpp).
 _MATCH_ALL, _LABEL, _NEVER, _GETATTR = (
@@ -45,7 +56,7 @@ _MATCH_ALL, _LABEL, _NEVER, _GETATTR = (
 )
 
 
-@functools.cache
+@functools.cache  # (no argument: one value)
 def match_all_node() -> type:
     """torch's MatchAllNode (imported on first use)."""
     from torch.ao.quantization.utils import MatchAllNode
@@ -169,21 +180,35 @@ class CompiledPatterns:
         return self._module_labels.get(_type_before_parametrizations(module), 0)
 
 
-_cache: dict[tuple[Hashable, ...], CompiledPatterns] = {}
-
-
 def compile_patterns(patterns: Sequence[Any]) -> CompiledPatterns:
-    """The compiled automaton for `patterns` (priority order), cached."""
+    """The compiled automaton for `patterns` (priority order), cached by content.
+
+    Raises:
+        PatternError: a pattern is not hashable (named), or not a valid pattern.
+    """
     key = tuple(patterns)
     try:
-        return _cache[key]
-    except KeyError:
-        pass
+        hash(key)
     except TypeError:
-        raise PatternError(f"fusion patterns must be hashable: {key!r}") from None
-    compiled = CompiledPatterns(key)
-    _cache[key] = compiled
-    return compiled
+        bad = next(p for p in key if not _hashable(p))
+        raise PatternError(
+            f"fusion pattern {bad!r} is not hashable (patterns are tuples of "
+            "module classes, functions, method names and MatchAllNode)"
+        ) from None
+    return _compiled(key)
+
+
+@functools.lru_cache(maxsize=USER_CACHE_SIZE)
+def _compiled(patterns: tuple[Hashable, ...]) -> CompiledPatterns:
+    return CompiledPatterns(patterns)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def pattern_size(pattern: Any) -> int:

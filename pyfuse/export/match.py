@@ -34,7 +34,7 @@ class _Set:
     paired: tuple[bool, ...]  # per pattern index: matched with a single-reader producer
 
 
-@functools.cache
+@functools.cache  # (keyed by our own producer lists: CONV_, LINEAR_PRODUCERS)
 def _pattern_set(producers: tuple[Producer, ...]) -> _Set:
     match_all = match_all_node()
     patterns: list[Any] = []

@@ -14,7 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.patterns import CompiledPatterns, compile_patterns, sort_patterns
+from ..engine.patterns import (
+    USER_CACHE_SIZE,
+    CompiledPatterns,
+    compile_patterns,
+    sort_patterns,
+)
 
 __all__ = [
     "Plan",
@@ -63,7 +68,7 @@ def make_plan(backend_config: Any) -> Plan:
     )
 
 
-@functools.cache
+@functools.cache  # (no argument: torch's one native config)
 def native_plan() -> Plan:
     """The plan of torch's native backend config (the default), built once."""
     from torch.ao.quantization.backend_config import get_native_backend_config
@@ -71,24 +76,39 @@ def native_plan() -> Plan:
     return make_plan(get_native_backend_config())
 
 
-_plans: dict[Any, Plan] = {}
-
-
 def plan_for(backend_config: Any) -> Plan:
-    """The cached plan of `backend_config` (None: the native one)."""
+    """The cached plan of `backend_config` (None: the native one).
+
+    Cached by content, so an equal config built again reuses the plan.
+    """
     if backend_config is None:
         return native_plan()
-    # Keyed by content, so an equal config built again reuses the plan.
-    key = tuple(
-        (p, c.fuser_method, c._root_node_getter, c._extra_inputs_getter)
-        for p, c in backend_config._pattern_complex_format_to_config.items()
-    )
-    plan = _plans.get(key)
-    if plan is None:
-        if len(_plans) >= 32:
-            _plans.pop(next(iter(_plans)))
-        plan = _plans[key] = make_plan(backend_config)
-    return plan
+    return _cached_plan(_ByContent(backend_config))
+
+
+class _ByContent:
+    """A backend config compared by what a plan reads from it: its patterns and
+    their fuser methods and getters."""
+
+    __slots__ = ("config", "key")
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.key = tuple(
+            (p, c.fuser_method, c._root_node_getter, c._extra_inputs_getter)
+            for p, c in config._pattern_complex_format_to_config.items()
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByContent) and self.key == other.key
+
+
+@functools.lru_cache(maxsize=USER_CACHE_SIZE)
+def _cached_plan(config: _ByContent) -> Plan:
+    return make_plan(config.config)
 
 
 def fuse_custom_config_of(fuse_custom_config: Any, stacklevel: int) -> Any:
