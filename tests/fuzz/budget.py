@@ -14,8 +14,10 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -95,3 +97,18 @@ class RunStats:
             "outcomes": dict(sorted(self.counts.items())),
         }
         Path(STATS_PATH).write_text(json.dumps(data, indent=1) + "\n")
+
+
+def stats_fixture(stats: RunStats) -> Callable[..., Iterator[None]]:
+    """A module-scoped autouse fixture for a fuzzer module's long run: `stats` gets
+    the run's ``--hypothesis-seed``, and its final counts are written after the
+    module's tests (if the long run counted any). Assign it to a module name."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def write_long_stats(request: pytest.FixtureRequest) -> Iterator[None]:
+        stats.meta["hypothesis_seed"] = request.config.getoption("hypothesis_seed")
+        yield
+        if stats.counts:
+            stats.write(final=True)
+
+    return write_long_stats

@@ -38,6 +38,7 @@ from torch import nn
 from torch.fx import Graph, GraphModule, Node
 from torch.nn.utils import parametrize
 
+from tests.fuzz.graphs import _int, _pick
 from tests.support.contract import single_thread
 
 with warnings.catch_warnings():
@@ -76,20 +77,8 @@ BACKENDS = {
 
 
 # --------------------------------------------------------------------------------------
-# cheap draw helpers (constructing a strategy per draw is costly)
-
-_INT_STRATEGIES: dict = {}
-
-
-def _int(draw, lo, hi):
-    s = _INT_STRATEGIES.get((lo, hi))
-    if s is None:
-        s = _INT_STRATEGIES[(lo, hi)] = st.integers(lo, hi)
-    return draw(s)
-
-
-def _pick(draw, seq):
-    return seq[_int(draw, 0, len(seq) - 1)]
+# cheap draw helpers (a strategy built per draw is costly); _int and _pick come
+# from tests.fuzz.graphs
 
 
 def _chance(draw, percent):

@@ -51,6 +51,7 @@ from tests.fuzz.fixed_reference import (
     walk,
 )
 from tests.fuzz.fx_models import trace
+from tests.fuzz.graphs import same
 from tests.support.contract import REFERENCE_FUSE, assert_same_fusion, single_thread
 
 with warnings.catch_warnings():
@@ -293,17 +294,6 @@ def _by_name(gm, name):
 
 # --------------------------------------------------------------------------------------
 # property 1: pyfuse's matches are the reference's
-
-
-def same(a, b):
-    """Structure-exact equality: Nodes by identity, list vs tuple distinguished."""
-    if isinstance(a, Node) or isinstance(b, Node):
-        return a is b
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def check_matches(gm, backend_config):

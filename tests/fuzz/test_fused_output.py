@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hypothesis import event, given
 from torch import nn
 
-from tests.fuzz.budget import RunStats, fuzz_settings, long_settings
+from tests.fuzz.budget import RunStats, fuzz_settings, long_settings, stats_fixture
 from tests.fuzz.fx_models import BACKENDS, Case, _init_module, cases, trace
 from tests.fuzz.fx_oracle import check_case
 
@@ -39,13 +39,7 @@ def test_fused_output_matches_reference(case):
 
 LONG_STATS = RunStats("tests/fuzz/test_fused_output.py::test_fused_output_long")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _long_stats(request):
-    LONG_STATS.meta["hypothesis_seed"] = request.config.getoption("hypothesis_seed")
-    yield
-    if LONG_STATS.counts:
-        LONG_STATS.write(final=True)
+_long_stats = stats_fixture(LONG_STATS)
 
 
 @pytest.mark.long

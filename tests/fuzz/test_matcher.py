@@ -29,7 +29,7 @@ from pyfuse.engine.flatten import flatten
 from pyfuse.engine.matching import Match, match_graph
 from pyfuse.engine.matching import find_matches as pyfuse_find_matches
 from pyfuse.engine.patterns import compile_patterns
-from tests.fuzz.budget import RunStats, fuzz_settings, long_settings
+from tests.fuzz.budget import RunStats, fuzz_settings, long_settings, stats_fixture
 from tests.fuzz.fixed_reference import REFERENCE_FIND_MATCHES, is_literal_crash, walk
 from tests.fuzz.graphs import diff_results, fmt_result, same, scenarios, sort_patterns
 
@@ -99,13 +99,7 @@ LONG_STATS = RunStats(
     "tests/fuzz/test_matcher.py::test_matches_equal_reference_long", every=1000
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _long_stats(request):
-    LONG_STATS.meta["hypothesis_seed"] = request.config.getoption("hypothesis_seed")
-    yield
-    if LONG_STATS.counts:
-        LONG_STATS.write(final=True)
+_long_stats = stats_fixture(LONG_STATS)
 
 
 @pytest.mark.long

@@ -38,7 +38,7 @@ from tests.support.contract import (
     run_both,
     single_thread,
 )
-from tests.support.corpus import AddScalar, GetAttrOfFused
+from tests.support.corpus import MODELS_BY_NAME, GetAttrOfFused
 
 pytestmark = pytest.mark.quick  # (part of the quick suite: ./dev pyvers)
 
@@ -532,18 +532,8 @@ def test_conv_bn_no_affine_matches_reference():
 # result or crashes; pyfuse must stay correct.
 
 
-def _seeded_eval(cls):
-    torch.manual_seed(0)
-    m = cls().eval()
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-1, 1)
-            mod.running_var.uniform_(0.5, 2)
-    return m
-
-
 def test_get_attr_of_fused_module_is_not_fused():
-    model = _seeded_eval(GetAttrOfFused)
+    model = _make(GetAttrOfFused, "eval")()
     x = torch.randn(2, 3, 6, 6)
     want = model(x)
     ref = reference_fuse(torch.fx.symbolic_trace(copy.deepcopy(model)), False)
@@ -562,8 +552,9 @@ def test_get_attr_of_fused_module_is_not_fused():
 def test_onednn_add_of_a_literal_fuses_correctly():
     from torch.ao.quantization.backend_config import get_onednn_backend_config
 
-    model = _seeded_eval(AddScalar)
-    x = torch.randn(2, 3, 4, 4)
+    case = MODELS_BY_NAME["add_scalar"]
+    model = case.factory().eval()
+    (x,) = case.example_inputs_factory()
     want = model(x)
     with pytest.raises(AttributeError):  # 'float' object has no attribute 'name'
         reference_fuse(

@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch import nn
 
-from tests.support.corpus import MODELS_BY_NAME
+from tests.support.corpus import MODELS_BY_NAME, TinyConvBnReLU
 
 
 def raised(fn) -> BaseException | None:
@@ -23,17 +22,6 @@ def raised(fn) -> BaseException | None:
 def message(exc: BaseException) -> str:
     """An exception's text as a user sees it: message and notes."""
     return "\n".join([str(exc), *getattr(exc, "__notes__", [])])
-
-
-class TinyConvBnReLU(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
 
 
 def tiny_gm() -> torch.fx.GraphModule:
