@@ -168,7 +168,11 @@ def _near_misses(
     gm: torch.nn.Module, flat: Flat, fusions: list[Fusion], plan: Plan, is_qat: bool
 ) -> tuple[list[Skipped], list[Match]]:
     """Chains that match once user counts are ignored, what stops each, and their
-    matches."""
+    matches.
+
+    A chain counts unless all its nodes fused: when a shorter pattern took part of
+    it (BN + ReLU fused, their conv also read elsewhere), the longer chain is the
+    miss a user asks about ("why did this conv not fuse?")."""
     from . import _core
     from .engine.flatten import Flat
     from .engine.matching import match_graph
@@ -186,7 +190,7 @@ def _near_misses(
     modules = Modules(gm)
     relaxed_flat = Flat(relaxed, flat.nodes, flat.modules, flat.get_attrs)
     for m in reversed(match_graph(plan.compiled, relaxed_flat)):  # forward order
-        if fused_nodes.intersection(m.claimed):
+        if fused_nodes.issuperset(m.claimed):
             continue
         busy = [n for n in m.claimed if n is not m.last and len(n.users) > 1]
         if busy:

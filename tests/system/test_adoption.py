@@ -46,6 +46,29 @@ def test_explain_reports_fusions_and_near_misses_and_changes_nothing():
     assert "Conv2d -> BatchNorm2d" in text
 
 
+class ConvAlsoReadByAdd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.bn = nn.BatchNorm2d(3)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.relu(self.bn(y)) + y
+
+
+def test_a_chain_partly_fused_by_a_shorter_pattern_is_a_near_miss():
+    ex = pyfuse.explain(torch.fx.symbolic_trace(ConvAlsoReadByAdd().eval()))
+    assert [(f.pattern, f.nodes) for f in ex.fused] == [
+        ("BatchNorm2d -> ReLU", ("bn", "relu"))
+    ]
+    assert [(m.pattern, m.nodes, m.reason) for m in ex.near_misses] == [
+        ("Conv2d -> BatchNorm2d -> ReLU", ("conv", "bn", "relu"), "conv has 2 users")
+    ]
+    assert "conv has 2 users" in ex.to_html()
+
+
 def test_explain_matches_what_fuse_does():
     ex = pyfuse.explain(default_model())
     _, report = pyfuse.fuse(

@@ -222,7 +222,14 @@ def test_skipped_and_near_misses_use_the_same_names():
 
     ex = pyfuse.explain(MODELS_BY_NAME["multi_user"].factory().eval())
     assert [(s.pattern, s.nodes, s.reason) for s in ex.near_misses] == [
-        ("Conv2d -> BatchNorm2d", ("conv1", "bn1"), "conv1 has 2 users")
+        ("Conv2d -> BatchNorm2d", ("conv1", "bn1"), "conv1 has 2 users"),
+        # partly fused by a shorter pattern: the longer chain is still a near miss
+        ("Conv2d -> BatchNorm2d -> ReLU", ("conv2", "bn2", "relu"), "bn2 has 2 users"),
+        (
+            "Conv2d -> BatchNorm2d -> relu",
+            ("conv5", "bn5", "relu_1"),
+            "conv5 has 2 users",
+        ),
     ]
     # a module called at two sites: both call sites fuse, named by the module path
     assert [f.nodes for f in ex.fused if "shared_bn" in f.nodes] == [
