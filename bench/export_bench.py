@@ -1,6 +1,6 @@
 """Benchmark of the export flow's BatchNorm fold: torchao's pt2e folds against
 pyfuse.pt2e, side by side in one process, on ResNet-like aten graphs (built with
-the Graph API, see export_workloads.py) from 1k to 200k nodes; then
+the Graph API, see pyfuse/bench/export_workloads.py) from 1k to 200k nodes; then
 ``prepare_pt2e`` end to end with and without ``patch_torchao()``.
 
 Every result is checked before it is reported: pyfuse's folded graph has torchao's
@@ -20,7 +20,6 @@ import gc
 import io
 import json
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,10 +29,8 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_workloads import ResNetLike, resnet_like
-
 from pyfuse import pt2e
+from pyfuse.bench.export_workloads import ResNetLike, resnet_like
 
 
 @contextlib.contextmanager

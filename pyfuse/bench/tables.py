@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .load import Load
-from .runner import Samples, mib
+from .memory import mib
+from .samples import Samples
 
 __all__ = ["Table", "format_table", "markdown_table", "write_png"]
 
