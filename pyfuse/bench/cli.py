@@ -21,7 +21,10 @@ workloads of :mod:`pyfuse.bench.workloads`, real-width models of
   the run (exit status 1).
 
 ``--profile`` instead splits single pyfuse calls into FX code generation, weight
-folding and the rest (:mod:`pyfuse.bench.profile`).
+folding and the rest (:mod:`pyfuse.bench.profile`). ``--flow pt2e`` instead
+measures the export flow: pyfuse.pt2e's BatchNorm folds against torchao's, and
+``prepare_pt2e`` with and without ``pyfuse.pt2e.patched_torchao()``, under the
+same conventions (:mod:`pyfuse.bench.export_flow`; needs ``pyfuse[pt2e]``).
 
 Duration, estimated from small runs (2 cores): a fresh-process measurement costs
 about 1.5 s of interpreter and torch start-up per process, four processes per
@@ -46,15 +49,22 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from . import load as L
 from . import realwidth
 from . import workloads as W
+from .export_flow import (
+    E2E_SIZES,
+    FOLD_SIZES,
+    TORCHAO_MAX_NODES,
+    MissingTorchao,
+    require_torchao,
+    run_export_tables,
+)
+from .export_tables import ExportTable, format_export_table
 from .harness import LEGEND, block_sizes, cases, parse_blocks, run_tables
-from .tables import Table, format_table, write_png
+from .tables import Table, format_table, tables_json, write_png
 
 __all__ = ["header", "main"]
 
@@ -92,6 +102,32 @@ def _parser() -> argparse.ArgumentParser:
         prog="pyfuse bench",
         description="Time pyfuse.fuse against torch.ao.quantization.fx.fuse.fuse "
         "(interleaved, both heap conditions, with floors, memory and load figures).",
+    )
+    p.add_argument(
+        "--flow",
+        choices=["fx", "pt2e"],
+        default="fx",
+        help="fx (default): pyfuse.fuse against torch's FX fusion; pt2e: "
+        "pyfuse.pt2e's BatchNorm folds against torchao's, and prepare_pt2e with "
+        "and without pyfuse.pt2e.patched_torchao() (needs pyfuse[pt2e]; of the "
+        "options below it uses --repeats and the load and output ones)",
+    )
+    p.add_argument(
+        "--fold-sizes",
+        default=",".join(map(str, FOLD_SIZES)),
+        help="pt2e: approximate node counts of the fold table's graphs",
+    )
+    p.add_argument(
+        "--torchao-max-nodes",
+        type=int,
+        default=TORCHAO_MAX_NODES,
+        help="pt2e: run torchao's folds only up to this many nodes (they are "
+        f"quadratic: ~600 s at 42k nodes; default {TORCHAO_MAX_NODES})",
+    )
+    p.add_argument(
+        "--e2e-sizes",
+        default=",".join(map(str, E2E_SIZES)),
+        help="pt2e: approximate node counts of the prepare_pt2e table ('' skips it)",
     )
     p.add_argument(
         "--condition",
@@ -243,6 +279,70 @@ def _profile(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     return 0
 
 
+def _pt2e(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    """``--flow pt2e``: the export flow's tables (:mod:`pyfuse.bench.export_flow`)."""
+    try:
+        fold_sizes = [int(n) for n in args.fold_sizes.split(",") if n.strip()]
+        e2e_sizes = [int(n) for n in args.e2e_sizes.split(",") if n.strip()]
+        if any(n < 1 for n in [*fold_sizes, *e2e_sizes]):
+            raise ValueError("sizes must be positive")
+    except ValueError as e:
+        print(f"pyfuse bench: --fold-sizes / --e2e-sizes: {e}", file=sys.stderr)
+        return 2
+    try:
+        require_torchao()
+    except MissingTorchao as e:
+        print(f"pyfuse bench: {e}", file=sys.stderr)
+        return 2
+    import torchao  # type: ignore[import-untyped]
+
+    top = f"{header(args)} torchao {torchao.__version__}."
+    print(top + "\n", flush=True)
+    parts = [top]
+
+    def emit(t: ExportTable) -> None:
+        text = format_export_table(t)
+        parts.append(text)
+        print(text + "\n", flush=True)
+
+    tables: list[ExportTable] = []
+    complete = run_export_tables(
+        fold_sizes,
+        e2e_sizes,
+        repeats=args.repeats,
+        torchao_max_nodes=args.torchao_max_nodes,
+        threshold=args.threshold,
+        settle=args.settle,
+        strict=args.strict,
+        log=log,
+        emit=emit,
+        tables=tables,
+    )
+    if args.markdown:
+        Path(args.markdown).write_text("\n\n".join(parts) + "\n")
+    if args.json:
+        data = {"header": top, "tables": [t.to_json() for t in tables]}
+        Path(args.json).write_text(json.dumps(data, indent=1))
+    return _status(complete, [t.title for t in tables if not t.ok])
+
+
+def _status(complete: bool, bad: list[str]) -> int:
+    """The exit status, and why on stderr: 3 refused (busy), 1 a wrong result."""
+    if not complete:
+        print(
+            "pyfuse bench: refused: the machine is busy (see --threshold, --settle)",
+            file=sys.stderr,
+        )
+        return 3
+    if bad:
+        print(
+            f"pyfuse bench: FAILED (wrong result or error) in: {'; '.join(bad)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``pyfuse bench``; returns the exit status (1: a wrong
     result or a failure; 3: refused on a busy machine with ``--strict``)."""
@@ -272,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore", FutureWarning)
         if args.profile:
             return _profile(args, log)
+        if args.flow == "pt2e":
+            return _pt2e(args, log)
         top = header(args)
         print(top + "\n\n" + LEGEND + "\n", flush=True)
         parts = [top, LEGEND]
@@ -293,50 +395,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         Path(args.markdown).write_text("\n\n".join(parts) + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(_as_json(top, tables), indent=1))
-    if not complete:
-        print(
-            "pyfuse bench: refused: the machine is busy (see --threshold, --settle)",
-            file=sys.stderr,
-        )
-        return 3
-    bad = [t.title for t in tables if not t.ok]
-    if bad:
-        print(
-            f"pyfuse bench: FAILED (wrong result or error) in: {'; '.join(bad)}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-def _as_json(top: str, tables: list[Table]) -> dict[str, Any]:
-    return {
-        "header": top,
-        "tables": [
-            {
-                "title": t.title,
-                "condition": t.condition,
-                "mode": t.mode,
-                "repeats": t.repeats,
-                "command": t.command,
-                "load": None if t.load is None else asdict(t.load),
-                "rows": [
-                    {
-                        "case": asdict(r.case),
-                        "label": r.case.label,
-                        "nodes": r.nodes,
-                        "fusions": r.fusions,
-                        "pairs": r.pairs,
-                        "errors": r.errors,
-                        "notes": r.notes,
-                        "samples": {
-                            k: [asdict(s) for s in v] for k, v in r.by_side.items()
-                        },
-                    }
-                    for r in t.rows
-                ],
-            }
-            for t in tables
-        ],
-    }
+        Path(args.json).write_text(json.dumps(tables_json(top, tables), indent=1))
+    return _status(complete, [t.title for t in tables if not t.ok])

@@ -70,6 +70,7 @@ LAYERS: dict[str, int] = {
     "pyfuse.bench.heap": 29,
     "pyfuse.bench.tables": 30,
     "pyfuse.bench.profile": 31,
+    "pyfuse.bench.export_tables": 31,
     "pyfuse.bench.harness": 32,
     "pyfuse.bench.export_flow": 32,
     "pyfuse.bench.cli": 33,
