@@ -90,8 +90,34 @@ def test_a_wrong_fold_fails_without_numbers(
     small, large = data["tables"][0]["rows"]
     assert "pyfuse: state_dict differs from the reference's" in small["errors"]
     assert any("differs from the unfolded graph's" in e for e in large["errors"])
+    assert any("differ from torch's fold" in e for e in large["errors"])
     assert "WRONG RESULTS" in text
     assert "| graph" not in text  # no table of numbers
+
+
+def test_deep_graphs_are_checked_pair_by_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 526 residual blocks: the unfolded output overflows float32, so only the
+    # pair-by-pair check (and the fold count) can catch a wrong fold here
+    status, text, data = _run(
+        tmp_path, "--fold-sizes", "10000", "--torchao-max-nodes", "0",
+        "--e2e-sizes", "",
+    )  # fmt: skip
+    assert status == 0, text
+    (row,) = data["tables"][0]["rows"]
+    assert any("overflow float32" in n for n in row["notes"])
+    monkeypatch.setattr(
+        pt2e, "fuse_conv_bn_", _doubling_first_conv_weight(pt2e.fuse_conv_bn_)
+    )
+    status, text, data = _run(
+        tmp_path, "--fold-sizes", "10000", "--torchao-max-nodes", "0",
+        "--e2e-sizes", "",
+    )  # fmt: skip
+    assert status == 1
+    (row,) = data["tables"][0]["rows"]
+    wrong = "pyfuse: 1 folded tensors differ from torch's fold"
+    assert row["errors"] == [f"{wrong} (blocks.0.a.conv.weight, ...)"]
 
 
 def test_without_torchao_names_the_extra(

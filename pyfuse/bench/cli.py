@@ -289,6 +289,9 @@ def _pt2e(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     except ValueError as e:
         print(f"pyfuse bench: --fold-sizes / --e2e-sizes: {e}", file=sys.stderr)
         return 2
+    if args.gc == "off":
+        print("pyfuse bench: --flow pt2e times with the gc on only", file=sys.stderr)
+        return 2
     try:
         require_torchao()
     except MissingTorchao as e:

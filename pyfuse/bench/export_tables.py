@@ -25,7 +25,9 @@ FOLD_LEGEND = (
     "`torchao.quantization.pt2e.utils`; *pyfuse* = `pyfuse.pt2e.fuse_conv_bn_` + "
     "`fuse_linear_bn_`; *speedup* = torchao wall / pyfuse wall; *+MiB* = peak RSS "
     "during the call over the RSS before it; *check* = no BatchNorm left, every "
-    "pair folded, outputs close to the unfolded graph's, and (where torchao ran) "
+    "pair folded, every folded weight and bias bit-identical to torch's "
+    "`fuse_conv_bn_weights` of its pair, outputs close to the unfolded graph's, "
+    "and (where torchao ran) "
     "code, state_dict bits and module tree equal to torchao's."
 )
 PREPARE_LEGEND = (
