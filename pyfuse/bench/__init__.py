@@ -12,7 +12,8 @@ around each table, :mod:`~pyfuse.bench.harness` runs the FX tables and
 :mod:`~pyfuse.bench.tables` prints them; :mod:`~pyfuse.bench.profile` splits
 single calls by cProfile. The export flow's tables (``--flow pt2e``) are
 :mod:`~pyfuse.bench.export_flow`, on the graphs of
-:mod:`~pyfuse.bench.export_workloads`. :mod:`~pyfuse.bench.cli` is the command
+:mod:`~pyfuse.bench.export_workloads`, printed by
+:mod:`~pyfuse.bench.export_tables`. :mod:`~pyfuse.bench.cli` is the command
 line, :func:`main` its entry point.
 """
 
