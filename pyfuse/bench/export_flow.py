@@ -10,9 +10,7 @@ table (:mod:`~pyfuse.bench.load`):
   :func:`pyfuse.pt2e.fuse_conv_bn_` + :func:`pyfuse.pt2e.fuse_linear_bn_` on the
   ResNet-like aten graphs of :mod:`~pyfuse.bench.export_workloads`. torchao's
   folds are quadratic in the graph (about 600 s at 42k nodes), so above
-  ``--torchao-max-nodes`` pyfuse runs alone. Peak memory per side is the
-  resident-set high-water mark during the call over the RSS before it
-  (:mod:`~pyfuse.bench.memory`).
+  ``--torchao-max-nodes`` pyfuse runs alone.
 * **prepare**: ``prepare_pt2e`` with torchao's ``X86InductorQuantizer`` end to
   end on the exported network, with and without
   :func:`pyfuse.pt2e.patched_torchao`.
@@ -44,7 +42,6 @@ from . import load as L
 from .digests import compare_digests, digest
 from .export_tables import ExportRow, ExportTable
 from .export_workloads import NODES_PER_BLOCK, ResNetLike, resnet_like
-from .memory import peak_bytes, reset_peak, rss_bytes
 from .samples import Sample, rotations
 
 __all__ = [
@@ -103,16 +100,14 @@ def require_torchao() -> tuple[Any, Any]:
 
 
 def _timed(fn: Callable[[Any], Any], arg: Any) -> tuple[Sample, Any]:
-    """One call of ``fn(arg)``: wall and CPU time, and its peak RSS over the RSS
-    before it (``arg`` is released by the caller, as the call may consume it)."""
+    """One call of ``fn(arg)``: wall and process CPU time. (No peak memory: in
+    one process the allocator reuses what earlier calls freed, which the
+    resident-set probe cannot see; the FX flow's fresh processes can.)"""
     gc.collect()
-    rss = rss_bytes()
-    base = rss if reset_peak() else peak_bytes()
     w0, c0 = time.perf_counter(), time.process_time()
     out = fn(arg)
     w1, c1 = time.perf_counter(), time.process_time()
-    peak = peak_bytes()
-    return Sample(w1 - w0, c1 - c0, None if base is None else max(0, peak - base)), out
+    return Sample(w1 - w0, c1 - c0), out
 
 
 def _count_bn(gm: GraphModule) -> int:
