@@ -15,12 +15,13 @@ import torch
 from torch.ao.quantization.fx.fuse import fuse as reference_fuse
 
 import pyfuse
-from pyfuse.bench import harness, load, realwidth, runner
+from pyfuse.bench import cli, digests, floors, load, realwidth
+from pyfuse.bench.cases import Case
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
     md, js = tmp_path / "out.md", tmp_path / "out.json"
-    status = harness.main(
+    status = cli.main(
         [
             *args,
             "--repeats",
@@ -143,20 +144,20 @@ def test_wrong_result_fails_loudly(
 def test_digest_sees_every_difference() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        case = runner.Case("resnet", 1)
+        case = Case("resnet", 1)
         ref = reference_fuse(case.build().gm, False)
         mine = pyfuse.fuse(case.build().gm, False)
-    d = runner.digest(ref)
-    assert runner.compare_digests("pyfuse", d, runner.digest(mine)) == []
+    d = digests.digest(ref)
+    assert digests.compare_digests("pyfuse", d, digests.digest(mine)) == []
     with torch.no_grad():
         p = next(mine.parameters())
         p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(float("inf")))
-    assert runner.compare_digests("pyfuse", d, runner.digest(mine)) == [
+    assert digests.compare_digests("pyfuse", d, digests.digest(mine)) == [
         "pyfuse: state_dict differs from the reference's"
     ]
     mine.graph.output(None)  # a second output: code and node count change
     mine.graph.lint()
-    errors = runner.compare_digests("pyfuse", d, runner.digest(mine))
+    errors = digests.compare_digests("pyfuse", d, digests.digest(mine))
     assert "pyfuse: nodes differs from the reference's" in errors
 
 
@@ -190,7 +191,7 @@ def test_real_width_models(name: str) -> None:
     model = realwidth.build_model(name)
     assert sum(p.numel() for p in model.parameters()) == TORCHVISION_PARAMS[name]
     gm = torch.fx.symbolic_trace(model)
-    assert len(runner.fold_pairs(gm)) > 40
+    assert len(floors.fold_pairs(gm)) > 40
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert model(x).shape == (1, 1000)
@@ -198,7 +199,7 @@ def test_real_width_models(name: str) -> None:
 
 def test_profile_split(tmp_path: Path) -> None:
     out = tmp_path / "profile.md"
-    status = harness.main(
+    status = cli.main(
         ["--profile", "--blocks", "resnet=2", "--workloads", "resnet,real",
          "--models", "mobilenet_v2", "--mode", "eval", "-q", "--markdown", str(out)]
     )  # fmt: skip

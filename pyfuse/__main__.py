@@ -3,7 +3,7 @@
   pyfuse demo [--qat]                   fuse the built-in model with pyfuse and torch, compare
   pyfuse explain [MODULE:FACTORY] ...   what would fuse, and near misses (--html: the map)
   pyfuse fuse [MODULE:FACTORY] ...      fuse a model, optionally save it (--out)
-  pyfuse bench ...                      the standard benchmark table
+  pyfuse bench [--flow pt2e] ...       the benchmark tables (FX flow, or the export flow)
 
 MODULE is imported from the current directory first (or --app-dir DIR), then from
 the installed packages, as uvicorn and gunicorn import an app; FACTORY is called
@@ -308,7 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .export.cli import add_fold_parser
 
     add_fold_parser(sub)
-    sub.add_parser("bench", help="benchmark table (see pyfuse bench --help)")
+    sub.add_parser(
+        "bench", help="benchmark tables, FX or pt2e flow (see pyfuse bench --help)"
+    )
     args = parser.parse_args(argv or ["demo"])
     handlers = {
         "demo": _cmd_demo,

@@ -1,62 +1,23 @@
-"""``pyfuse bench``: pyfuse against the reference fusion pass, measured honestly.
-
-Tables, one per heap condition, mode (eval / QAT) and workload group (synthetic
-workloads of :mod:`pyfuse.bench.workloads`, real-width models of
-:mod:`pyfuse.bench.realwidth`); how each figure is taken is in
-:mod:`pyfuse.bench.runner`:
-
-* conditions: ``fresh`` (a new process per side and call: the usual call) and
-  ``heap`` (one process with extra live copies of the model);
-* sides interleaved, medians of ``--repeats`` (at least 5 for a result), wall
-  and process CPU time;
-* floors: codegen (``recompile()`` of pyfuse's output) and fold (torch's
-  ``fuse_conv_bn_weights`` over the model's pairs), and pyfuse's ratio to their
-  sum;
-* peak memory per side in the fresh condition (high-water mark over the traced
-  model);
-* the 1-minute load average at the start and end of each table: a table started
-  above ``--threshold`` per core is marked BUSY (``--strict``: refused);
-* every output checked against the reference (code, state_dict bits, module
-  tree; fusion and node counts of the synthetic workloads): a wrong result fails
-  the run (exit status 1).
-
-``--profile`` instead splits single pyfuse calls into FX code generation, weight
-folding and the rest (:mod:`pyfuse.bench.profile`).
-
-Duration, estimated from small runs (2 cores): a fresh-process measurement costs
-about 1.5 s of interpreter and torch start-up per process, four processes per
-repeat (three sides and the floors), plus building the input in each (~0.08 ms
-per node) and the calls. With ``--sizes standard`` and 5 repeats: fresh eval
-20-25 minutes, fresh QAT 15-20, large-heap eval 12-18, large-heap QAT 10-15 (the
-real-width tables add about 3 minutes each), plus up to ``--settle`` seconds
-before each table: the default run (both conditions and modes) about 1-1.3
-hours. ``--sizes small --repeats 1``: about 1.5 minutes per condition and mode.
-``--sizes huge`` (1M nodes, eval): about 100 s to build each input and ~13 GB
-per process; fresh condition only (extra copies do not fit), about 15 minutes
-per repeat with the reference (``--ref-timeout`` stops it).
-"""
+"""The FX flow's tables of ``pyfuse bench``: which cases each table holds, and
+measuring them in their condition (:mod:`~pyfuse.bench.fresh` or
+:mod:`~pyfuse.bench.heap`) between two load readings
+(:mod:`~pyfuse.bench.load`); a table started on a busy machine is marked BUSY,
+or refused with ``--strict``."""
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import subprocess
-import sys
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
 from . import load as L
-from . import realwidth
 from . import workloads as W
-from .runner import Case, Samples, measure_fresh, measure_heap
-from .tables import Table, format_table, write_png
+from .cases import Case
+from .fresh import measure_fresh
+from .heap import measure_heap
+from .samples import Samples
+from .tables import Table
 
-__all__ = ["cases", "main", "run_tables"]
+__all__ = ["LEGEND", "SYNTHETIC", "block_sizes", "cases", "parse_blocks", "run_tables"]
 
 SYNTHETIC = ("resnet", "mixed", "onednn", "huge")
 LEGEND = (
@@ -73,7 +34,7 @@ LEGEND = (
 )
 
 
-def _parse_blocks(text: str) -> dict[str, list[int]]:
+def parse_blocks(text: str) -> dict[str, list[int]]:
     """``resnet=2,10;mixed=1`` -> {"resnet": [2, 10], "mixed": [1]}."""
     out: dict[str, list[int]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
@@ -86,9 +47,9 @@ def _parse_blocks(text: str) -> dict[str, list[int]]:
     return out
 
 
-def _sizes(args: argparse.Namespace) -> dict[str, list[int]]:
+def block_sizes(args: argparse.Namespace) -> dict[str, list[int]]:
     if args.blocks:
-        return _parse_blocks(args.blocks)
+        return parse_blocks(args.blocks)
     return W.size_set(args.sizes)
 
 
@@ -122,7 +83,7 @@ def run_tables(
     """Measure every table the arguments ask for into ``tables``; ``False`` if
     ``--strict`` refused a table on a busy machine (the later ones are not
     measured)."""
-    sizes = _sizes(args)
+    sizes = block_sizes(args)
     workloads = [w for w in args.workloads.split(",") if w]
     models = [m for m in args.models.split(",") if m]
     modes = {"eval": [False], "qat": [True], "both": [False, True]}[args.mode]
@@ -194,7 +155,9 @@ def _command(args: argparse.Namespace, condition: str, qat: bool, group: str) ->
             f"--blocks '{args.blocks}'" if args.blocks else f"--sizes {args.sizes}"
         )
         parts.append(
-            f"--workloads {kinds}" if kinds else "--workloads " + ",".join(_sizes(args))
+            f"--workloads {kinds}"
+            if kinds
+            else "--workloads " + ",".join(block_sizes(args))
         )
     parts.append(f"--repeats {args.repeats}")
     if condition == "fresh" and args.warmup:
@@ -208,286 +171,3 @@ def _command(args: argparse.Namespace, condition: str, qat: bool, group: str) ->
     if args.threads:
         parts.append(f"--threads {args.threads}")
     return " ".join(parts)
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent,
-            check=False,
-        )
-    except OSError:
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
-def header(args: argparse.Namespace) -> str:
-    import torch
-
-    import pyfuse
-
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"pyfuse bench, {now}: pyfuse {getattr(pyfuse, '__version__', '?')} (commit {_commit()}), "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
-        f"{platform.python_version()}, {L.cores()} cores, gc "
-        f"{'disabled during timed calls' if args.gc == 'off' else 'enabled, collected before each timed call'}."
-    )
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pyfuse bench",
-        description="Time pyfuse.fuse against torch.ao.quantization.fx.fuse.fuse "
-        "(interleaved, both heap conditions, with floors, memory and load figures).",
-    )
-    p.add_argument(
-        "--condition",
-        choices=["fresh", "heap", "both"],
-        default="both",
-        help="fresh: a new process per side and call; heap: one process with "
-        "--heap-copies extra copies of the model alive (default: both)",
-    )
-    p.add_argument(
-        "--mode",
-        choices=["eval", "qat", "both"],
-        default="both",
-        help="eval models, or train-mode models fused with is_qat=True",
-    )
-    p.add_argument(
-        "--qat",
-        action="store_const",
-        const="qat",
-        dest="mode",
-        help="same as --mode qat",
-    )
-    p.add_argument(
-        "--sizes",
-        choices=sorted(W.SIZE_SETS),
-        default="standard",
-        help="synthetic sizes: small (a smoke test), standard (~1k-100k nodes), "
-        "huge (1M nodes, eval)",
-    )
-    p.add_argument(
-        "--blocks",
-        default="",
-        help="explicit synthetic sizes instead of --sizes, e.g. 'resnet=2,10;mixed=1'",
-    )
-    p.add_argument(
-        "--workloads",
-        default="",
-        help="comma-separated subset of resnet,mixed,onednn,huge,real "
-        "(real = the real-width models; default: every kind of --sizes/--blocks, "
-        "and real)",
-    )
-    p.add_argument(
-        "--models",
-        default=",".join(realwidth.MODELS),
-        help=f"real-width models (default: all of {', '.join(realwidth.MODELS)})",
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=5,
-        help="calls per side (median reported; at least 5 for a result)",
-    )
-    p.add_argument(
-        "--warmup",
-        action="store_true",
-        help="fresh condition: each process first fuses a one-block workload "
-        "(untimed), so the timed call does not pay the first-use costs",
-    )
-    p.add_argument(
-        "--ref-timeout",
-        type=float,
-        default=None,
-        help="fresh condition: stop a reference process after this many seconds "
-        "and skip the reference for that workload (noted; default: none)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch intra-op threads in every measuring process "
-        "(default 0: torch's default)",
-    )
-    p.add_argument(
-        "--heap-copies",
-        type=int,
-        default=2,
-        help="extra live copies of the model in the heap condition",
-    )
-    p.add_argument(
-        "--gc",
-        choices=["on", "off"],
-        default="on",
-        help="on (default): gc enabled, collected before each timed call; "
-        "off: disabled during each timed call (both sides)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=0.3,
-        help="a table is BUSY if the 1-min load at its start is above this per core",
-    )
-    p.add_argument(
-        "--settle",
-        type=float,
-        default=90.0,
-        help="seconds to wait for the load to drop below the threshold "
-        "before each table (default 90)",
-    )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse (exit status 3) instead of measuring a BUSY table",
-    )
-    p.add_argument(
-        "--markdown", default="", help="also write the tables here as Markdown"
-    )
-    p.add_argument(
-        "--png",
-        default="",
-        help="also plot each synthetic table to PREFIX-<condition>-<mode>.png",
-    )
-    p.add_argument("--json", default="", help="also write every sample here")
-    p.add_argument(
-        "--profile",
-        action="store_true",
-        help="instead of the tables: split single pyfuse calls (cProfile) into "
-        "FX code generation, weight folding and the rest",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    return p
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _profile(args: argparse.Namespace, log: Callable[[str], None]) -> int:
-    from .profile import format_heap, format_splits, heap_use, profile_split
-
-    sizes = _sizes(args)
-    workloads = [w for w in args.workloads.split(",") if w]
-    models = [m for m in args.models.split(",") if m]
-    modes = {"eval": [False], "qat": [True], "both": [False, True]}[args.mode]
-    splits = []
-    uses = []
-    for qat in modes:
-        for _, group_cases in cases(sizes, workloads, models, qat):
-            for case in group_cases:
-                log(f"profiling {case.label}{' (QAT)' if qat else ''}")
-                splits.append(profile_split(case))
-                uses += [heap_use(case, side) for side in ("ref", "pyfuse")]
-                if qat:
-                    splits[-1].label += " QAT"
-                    for u in uses[-2:]:
-                        u.label += " QAT"
-    text = format_splits(splits) + "\n\n" + format_heap(uses)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``pyfuse bench``; returns the exit status (1: a wrong
-    result or a failure; 3: refused on a busy machine with ``--strict``)."""
-    args = _parser().parse_args(argv)
-    if args.repeats < 1 or args.heap_copies < 0:
-        print("--repeats must be >= 1 and --heap-copies >= 0", file=sys.stderr)
-        return 2
-    try:
-        if args.blocks:
-            _parse_blocks(args.blocks)
-        unknown = [m for m in args.models.split(",") if m and m not in realwidth.MODELS]
-        if unknown:
-            raise ValueError(
-                f"unknown models {unknown}; expected some of {list(realwidth.MODELS)}"
-            )
-    except ValueError as e:
-        print(f"pyfuse bench: {e}", file=sys.stderr)
-        return 2
-    log = (lambda _m: None) if args.quiet else _stderr
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # (the heap condition and --profile)
-    with warnings.catch_warnings():
-        # torch.ao.quantization's deprecation notices
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        if args.profile:
-            return _profile(args, log)
-        top = header(args)
-        print(top + "\n\n" + LEGEND + "\n", flush=True)
-        parts = [top, LEGEND]
-
-        def emit(t: Table) -> None:
-            text = format_table(t)
-            if args.png and not t.total:
-                path = f"{args.png}-{t.condition}-{t.mode.lower()}.png"
-                try:
-                    write_png(t, path)
-                    text += f"\n\nPlot: `{path}`"
-                except ImportError:
-                    log("plot skipped: matplotlib is not installed")
-            parts.append(text)
-            print(text + "\n", flush=True)
-
-        tables: list[Table] = []
-        complete = run_tables(args, log, emit, tables)
-    if args.markdown:
-        Path(args.markdown).write_text("\n\n".join(parts) + "\n")
-    if args.json:
-        Path(args.json).write_text(json.dumps(_as_json(top, tables), indent=1))
-    if not complete:
-        print(
-            "pyfuse bench: refused: the machine is busy (see --threshold, --settle)",
-            file=sys.stderr,
-        )
-        return 3
-    bad = [t.title for t in tables if not t.ok]
-    if bad:
-        print(
-            f"pyfuse bench: FAILED (wrong result or error) in: {'; '.join(bad)}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-def _as_json(top: str, tables: list[Table]) -> dict[str, Any]:
-    return {
-        "header": top,
-        "tables": [
-            {
-                "title": t.title,
-                "condition": t.condition,
-                "mode": t.mode,
-                "repeats": t.repeats,
-                "command": t.command,
-                "load": None if t.load is None else asdict(t.load),
-                "rows": [
-                    {
-                        "case": asdict(r.case),
-                        "label": r.case.label,
-                        "nodes": r.nodes,
-                        "fusions": r.fusions,
-                        "pairs": r.pairs,
-                        "errors": r.errors,
-                        "notes": r.notes,
-                        "samples": {
-                            k: [asdict(s) for s in v] for k, v in r.by_side.items()
-                        },
-                    }
-                    for r in t.rows
-                ],
-            }
-            for t in tables
-        ],
-    }

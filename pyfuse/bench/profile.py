@@ -23,7 +23,7 @@ import tracemalloc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .runner import Case, _fuse_fn, warm_up
+from .cases import Case, fuse_fn, warm_up
 
 __all__ = [
     "HeapUse",
@@ -78,7 +78,7 @@ def _is_fold(key: tuple[str, int, str]) -> bool:
 def profile_split(case: Case, side: str = "pyfuse", top: int = 8) -> Split:
     """Profile one ``side`` call on a fresh input of ``case``; time another
     unprofiled one on another fresh input."""
-    fn = _fuse_fn(side)
+    fn = fuse_fn(side)
     warm_up(case, side)
     built = case.build()
     gc.collect()
@@ -129,7 +129,7 @@ def heap_use(case: Case, side: str = "pyfuse", top: int = 6) -> HeapUse:
     """Trace the Python allocations of one ``side`` call on a fresh input: the
     peak over the start, what is still allocated after it (the output's new
     objects), and by which files it was allocated."""
-    fn = _fuse_fn(side)
+    fn = fuse_fn(side)
     warm_up(case, side)
     built = case.build()
     gc.collect()

@@ -10,12 +10,14 @@ per side (fresh condition), and whether every output equalled the reference's.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .load import Load
-from .runner import Samples, mib
+from .memory import mib
+from .samples import Samples
 
-__all__ = ["Table", "format_table", "markdown_table", "write_png"]
+__all__ = ["Table", "format_table", "markdown_table", "tables_json", "write_png"]
 
 CONDITIONS = {
     "fresh": "a fresh process per side and call (model built/traced, then fused once: "
@@ -294,3 +296,36 @@ def write_png(t: Table, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def tables_json(top: str, tables: list[Table]) -> dict[str, Any]:
+    """Every table and sample, JSON-able, under the run's header ``top``."""
+    return {
+        "header": top,
+        "tables": [
+            {
+                "title": t.title,
+                "condition": t.condition,
+                "mode": t.mode,
+                "repeats": t.repeats,
+                "command": t.command,
+                "load": None if t.load is None else asdict(t.load),
+                "rows": [
+                    {
+                        "case": asdict(r.case),
+                        "label": r.case.label,
+                        "nodes": r.nodes,
+                        "fusions": r.fusions,
+                        "pairs": r.pairs,
+                        "errors": r.errors,
+                        "notes": r.notes,
+                        "samples": {
+                            k: [asdict(s) for s in v] for k, v in r.by_side.items()
+                        },
+                    }
+                    for r in t.rows
+                ],
+            }
+            for t in tables
+        ],
+    }

@@ -1,4 +1,4 @@
-"""Export-flow workloads for the benchmarks: ResNet-like aten graphs.
+"""Export-flow workloads of ``pyfuse bench --flow pt2e``: ResNet-like aten graphs.
 
 ``resnet_like(nodes)`` builds, directly with the Graph API (exporting graphs this
 large takes minutes), the GraphModule ``ExportedProgram.module()`` gives for a
