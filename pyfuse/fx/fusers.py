@@ -188,7 +188,7 @@ def _sequential(cls: type, *mods: torch.nn.Module) -> Any:
     key = (cls, *map(type, mods))
     template = _sequence_templates.get(key)
     if template is not None and not registration_hooks():
-        return template.new(_modules=dict(zip(_INDEX, mods)))
+        return template.new(_modules=dict(zip(_INDEX, mods, strict=False)))
     if not all(t.__module__.startswith("torch.nn.modules.") for t in key[1:]):
         # (only torch's own module classes are cached: a parametrized module has a
         # class of its own, which a cache would keep alive)
