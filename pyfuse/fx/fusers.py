@@ -137,7 +137,8 @@ class _Template:
         state = self.state.copy()
         for k, t in self.fresh:
             state[k] = t()
-        state.update(attrs)
+        if attrs:
+            state.update(attrs)
         obj = self.cls.__new__(self.cls)
         obj.__dict__.update(state)
         return obj
@@ -173,6 +174,7 @@ def new_relu(training: bool) -> torch.nn.ReLU:
 # are not a plain Sequential of its arguments.
 _sequence_templates: dict[tuple[type, ...], _Template | None] = {}
 _FUSED_MODULES = "torch.ao.nn.intrinsic.modules.fused"
+_INDEX = tuple(map(str, range(16)))  # Sequential's child names, "0", "1", ...
 
 
 def _sequential(cls: type, *mods: torch.nn.Module) -> Any:
@@ -184,19 +186,20 @@ def _sequential(cls: type, *mods: torch.nn.Module) -> Any:
     arguments, it becomes the template for later calls with the same types.
     """
     key = (cls, *map(type, mods))
+    template = _sequence_templates.get(key)
+    if template is not None and not registration_hooks():
+        return template.new(_modules=dict(zip(_INDEX, mods, strict=False)))
     if not all(t.__module__.startswith("torch.nn.modules.") for t in key[1:]):
         # (only torch's own module classes are cached: a parametrized module has a
         # class of its own, which a cache would keep alive)
         return cls(*mods)
-    template = _sequence_templates.get(key)
-    if template is not None and not registration_hooks():
-        return template.new(_modules={str(i): m for i, m in enumerate(mods)})
     made = cls(*mods)
     if key not in _sequence_templates and not registration_hooks():
         plain = (
             cls.__module__ == _FUSED_MODULES
             and list(made.__dict__) == list(_module_template().state)
-            and list(made._modules) == [str(i) for i in range(len(mods))]
+            and list(made._modules) == list(_INDEX[: len(mods)])
+            and len(mods) <= len(_INDEX)
             and all(a is b for a, b in zip(made._modules.values(), mods, strict=True))
         )
         _sequence_templates[key] = _Template(made) if plain else None

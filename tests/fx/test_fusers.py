@@ -167,6 +167,25 @@ def test_sequential_template_is_the_constructor(cls, make):
     assert list(made._modules.items()) == list(want._modules.items())
 
 
+def test_sequential_template_never_serves_other_module_classes():
+    """A template made for torch's Conv2d is not used for a parametrized Conv2d
+    (a class of its own): that one is built by the constructor, never cached."""
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return w * 2
+
+    fusers._sequential(nni.ConvReLU2d, nn.Conv2d(1, 1, 1), nn.ReLU())
+    for _ in range(2):
+        conv, relu = nn.Conv2d(1, 1, 1), nn.ReLU()
+        parametrize.register_parametrization(conv, "weight", Double())
+        made = fusers._sequential(nni.ConvReLU2d, conv, relu)
+        _assert_same_state(made, nni.ConvReLU2d(conv, relu))
+        assert list(made._modules.items()) == [("0", conv), ("1", relu)]
+        assert (nni.ConvReLU2d, type(conv), nn.ReLU) not in fusers._sequence_templates
+
+
 def test_sequential_template_only_for_plain_sequences():
     """ConvAdd2d keeps its `add` function as an attribute: never templated."""
     import operator
