@@ -32,6 +32,7 @@ import torch
 import torch.fx
 import torch.fx.graph as fx_graph
 from torch.fx import Graph, GraphModule, Node
+from torch.fx.experimental import _config as fx_experimental_config
 from torch.fx.graph import CodeGen, PythonCode, _PyTreeCodeGen
 from torch.fx.graph_module import _forward_from_src, _WrappedCall
 from torch.fx.immutable_collections import immutable_dict, immutable_list
@@ -262,9 +263,7 @@ def python_code(graph: Graph, root_module: str = "self") -> PythonCode:
 
 
 def _profiler_metadata() -> bool:
-    from torch.fx.experimental import _config
-
-    return bool(_config.enrich_profiler_metadata)
+    return bool(fx_experimental_config.enrich_profiler_metadata)
 
 
 def recompile(gm: GraphModule) -> PythonCode | None:

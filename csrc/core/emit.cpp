@@ -901,11 +901,16 @@ private:
         src += "\n\n";
         src += pro;
         src += "\n    ";
-        for(std::size_t k = lead; k < code.size(); ++k) {
-            src += code[k];
-            if(code[k] == '\n') {
-                src += "    ";
+        // each line indented: copied a line at a time, not a char at a time
+        for(std::size_t k = lead; k < code.size();) {
+            const std::size_t nl = code.find('\n', k);
+            if(nl == std::string::npos) {
+                src.append(code, k, std::string::npos);
+                break;
             }
+            src.append(code, k, nl + 1 - k);
+            src += "    ";
+            k = nl + 1;
         }
         r.first_line = pro_lines;
         r.prologue_start = wrap_lines + 4;

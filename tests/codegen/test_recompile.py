@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.fx import Graph, GraphModule
 from torch.fx.graph import CodeGen
+from torch.fx.immutable_collections import immutable_list
 
 import pyfuse
 from pyfuse import _core, codegen
@@ -203,6 +204,25 @@ def test_annotations_and_defaults_are_native():
             node.type = float if node.name == "scale" else torch.Tensor
     assert same_code(g) is None
     assert "x : torch.Tensor, scale : float = 2.0" in g.python_code("self").src
+
+
+def test_list_arguments_are_read_in_place():
+    """List arguments (FX's immutable_list once in a node, plain lists when set
+    directly), nested or not, empty or not, are read in place and written as FX
+    writes them."""
+    g = Graph()
+    x = g.placeholder("x")
+    plain = g.call_function(torch.cat, ([x, x, [1, 2.5, "a"]],))
+    nested = g.call_function(torch.cat, ([plain, [[], [x]], immutable_list([3])],))
+    assert type(nested.args[0]) is immutable_list
+    raw = g.call_function(torch.cat, ([],))
+    raw._args = ([nested, [7, [x]], []],)  # a plain list, not normalised
+    g.output(raw)
+    assert same_code(g) is None
+    src = g.python_code("self").src
+    assert "torch.cat([x, x, [1, 2.5, 'a']])" in src
+    assert "torch.cat([cat, [[], [x]], [3]])" in src
+    assert "torch.cat([cat_1, [7, [x]], []])" in src
 
 
 def test_empty_graph_and_other_root_module():
