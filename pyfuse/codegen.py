@@ -139,8 +139,26 @@ def _classify_value(tp: type) -> int:
     return _FALLBACK
 
 
+#: id -> (operator overload, its _classify_callee): exported graphs call a few
+#: aten overloads, named the same way every time (FX's _get_qualified_name reads
+#: only their fixed module and name). Overloads live in torch.ops for the process
+#: anyway, so holding them costs nothing.
+_OVERLOAD_CALLEES: dict[int, tuple[object, tuple[int, str, bool] | None]] = {}
+
+
 def _classify_callee(target: Any) -> tuple[int, str, bool] | None:
     """How FX writes a call_function target: an operator template or a global."""
+    if type(target) is torch._ops.OpOverload:
+        hit = _OVERLOAD_CALLEES.get(id(target))
+        if hit is not None and hit[0] is target:
+            return hit[1]
+        spec = _classify_any_callee(target)
+        _OVERLOAD_CALLEES[id(target)] = (target, spec)
+        return spec
+    return _classify_any_callee(target)
+
+
+def _classify_any_callee(target: Any) -> tuple[int, str, bool] | None:
     try:
         if not callable(target):
             return None

@@ -225,6 +225,31 @@ def test_list_arguments_are_read_in_place():
     assert "torch.cat([cat_1, [7, [x]], []])" in src
 
 
+def test_operator_overloads_are_named_once(monkeypatch):
+    """aten overloads (exported graphs) are classified once per process, other
+    targets once per graph; the text stays FX's either way."""
+    aten = torch.ops.aten
+    g = Graph()
+    x = g.placeholder("x")
+    y = g.call_function(aten.relu.default, (x,))
+    z = g.call_function(aten.add.Tensor, (y, x))
+    g.output(g.call_function(torch.sigmoid, (z,)))
+    asked: list[object] = []
+    classify = codegen._classify_any_callee
+
+    def counting(target: object) -> object:
+        asked.append(target)
+        return classify(target)
+
+    monkeypatch.setattr(codegen, "_classify_any_callee", counting)
+    monkeypatch.setattr(codegen, "_OVERLOAD_CALLEES", {})
+    assert same_code(g) is None
+    assert asked == [aten.relu.default, aten.add.Tensor, torch.sigmoid]
+    asked.clear()
+    assert same_code(g) is None
+    assert asked == [torch.sigmoid]
+
+
 def test_empty_graph_and_other_root_module():
     g = Graph()
     assert same_code(g) is None
