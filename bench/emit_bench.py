@@ -157,9 +157,11 @@ def measure(gm: GraphModule, rounds: int, sample: float) -> dict[str, float]:
     }
     reps = {k: max(1, round(sample / max(_timed(fn), 1e-7))) for k, fn in sides.items()}
     times: dict[str, list[float]] = {k: [] for k in sides}
+    order = list(sides.items())
     for _ in range(rounds):
         gc.collect()
-        for key, fn in sides.items():
+        order.reverse()  # no side always runs right after the same one
+        for key, fn in order:
             n = reps[key]
             start = time.perf_counter()
             for _ in range(n):
