@@ -32,6 +32,7 @@ import torch
 import torch.fx
 import torch.fx.graph as fx_graph
 from torch.fx import Graph, GraphModule, Node
+from torch.fx.experimental import _config as fx_experimental_config
 from torch.fx.graph import CodeGen, PythonCode, _PyTreeCodeGen
 from torch.fx.graph_module import _forward_from_src, _WrappedCall
 from torch.fx.immutable_collections import immutable_dict, immutable_list
@@ -138,8 +139,26 @@ def _classify_value(tp: type) -> int:
     return _FALLBACK
 
 
+#: id -> (operator overload, its _classify_callee): exported graphs call a few
+#: aten overloads, named the same way every time (FX's _get_qualified_name reads
+#: only their fixed module and name). Overloads live in torch.ops for the process
+#: anyway, so holding them costs nothing.
+_OVERLOAD_CALLEES: dict[int, tuple[object, tuple[int, str, bool] | None]] = {}
+
+
 def _classify_callee(target: Any) -> tuple[int, str, bool] | None:
     """How FX writes a call_function target: an operator template or a global."""
+    if type(target) is torch._ops.OpOverload:
+        hit = _OVERLOAD_CALLEES.get(id(target))
+        if hit is not None and hit[0] is target:
+            return hit[1]
+        spec = _classify_any_callee(target)
+        _OVERLOAD_CALLEES[id(target)] = (target, spec)
+        return spec
+    return _classify_any_callee(target)
+
+
+def _classify_any_callee(target: Any) -> tuple[int, str, bool] | None:
     try:
         if not callable(target):
             return None
@@ -262,9 +281,7 @@ def python_code(graph: Graph, root_module: str = "self") -> PythonCode:
 
 
 def _profiler_metadata() -> bool:
-    from torch.fx.experimental import _config
-
-    return bool(_config.enrich_profiler_metadata)
+    return bool(fx_experimental_config.enrich_profiler_metadata)
 
 
 def recompile(gm: GraphModule) -> PythonCode | None:

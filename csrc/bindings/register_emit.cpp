@@ -67,6 +67,11 @@ public:
             prefill_.push_back(global_spec(item.cast<py::tuple>()));
         }
         wrap_ = global_spec(wrap);
+        immutable_list_iter_is_lists_ =
+            PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(immutable_list_.ptr()),
+                             &PyList_Type) != 0 &&
+            reinterpret_cast<PyTypeObject*>(immutable_list_.ptr())->tp_iter ==
+                PyList_Type.tp_iter;
     }
 
     PyEmitter(const PyEmitter&) = delete;  // illegal_ views illegal_names_
@@ -436,6 +441,13 @@ private:
             g.tok.push_back(add_owned(py::reinterpret_steal<py::object>(r)));
         }
 
+        bool list_iterates_in_place(PyObject* seq) const {
+            return Py_TYPE(seq) == &PyList_Type ||
+                   (Py_TYPE(seq) ==
+                        reinterpret_cast<PyTypeObject*>(em.immutable_list_.ptr()) &&
+                    em.immutable_list_iter_is_lists_);
+        }
+
         void sequence(PyObject* seq, std::int64_t token, bool in_dict) {
             g.tok.push_back(token);
             if(PyTuple_Check(seq)) {
@@ -446,16 +458,37 @@ private:
                 }
                 return;
             }
-            // a list: copy first, the items are read in order
-            const py::list items =
-                py::reinterpret_steal<py::list>(PySequence_List(seq));
-            if(!items) {
-                throw py::error_already_set();
+            if(!list_iterates_in_place(seq)) {
+                // a list subclass: FX iterates it, so does list()
+                const py::list items =
+                    py::reinterpret_steal<py::list>(PySequence_List(seq));
+                if(!items) {
+                    throw py::error_already_set();
+                }
+                const Py_ssize_t m = PyList_GET_SIZE(items.ptr());
+                g.tok.push_back(m);
+                for(Py_ssize_t j = 0; j < m; ++j) {
+                    encode(PyList_GET_ITEM(items.ptr(), j), in_dict);
+                }
+                return;
             }
-            const Py_ssize_t m = PyList_GET_SIZE(items.ptr());
+            // a list or FX's immutable_list (no __iter__ of its own): read in
+            // place, not copied (a new list per argument is garbage the cyclic
+            // collector then walks). Encoding runs no Python for the items a
+            // graph's lists hold; should a repr() change the list anyway, the
+            // size is rechecked and the graph goes to FX.
+            const Py_ssize_t m = PyList_GET_SIZE(seq);
             g.tok.push_back(m);
             for(Py_ssize_t j = 0; j < m; ++j) {
-                encode(PyList_GET_ITEM(items.ptr(), j), in_dict);
+                if(j >= PyList_GET_SIZE(seq)) {
+                    throw NotCovered{"a list argument changed while it was read"};
+                }
+                const py::object item =
+                    py::reinterpret_borrow<py::object>(PyList_GET_ITEM(seq, j));
+                encode(item.ptr(), in_dict);
+            }
+            if(PyList_GET_SIZE(seq) != m) {
+                throw NotCovered{"a list argument changed while it was read"};
             }
         }
 
@@ -577,6 +610,7 @@ private:
     py::object node_type_;
     py::object immutable_list_;
     py::object immutable_dict_;
+    bool immutable_list_iter_is_lists_ = false;  // iterating it = reading its items
     py::function classify_value_;
     py::function classify_callee_;
     py::function classify_type_;

@@ -1,10 +1,11 @@
 // Python source emitter: see emit.hpp for what it simulates and why.
 #include "emit.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include <deque>
+#include <memory>
 #include <stdexcept>
 #include <unordered_set>
 #include <utility>
@@ -186,8 +187,7 @@ public:
         while(used_.count(candidate) != 0) {
             renumber(++n);
         }
-        store_.emplace_back(candidate);
-        const std::string_view stored = store_.back();
+        const std::string_view stored = store(candidate);
         used_.insert(stored);
         if(bc != base_count_.end()) {
             bc->second = n;
@@ -224,8 +224,29 @@ private:
         return true;
     }
 
+    /// A copy of `s` in the arena: names are copied into large blocks, not
+    /// allocated one string each (one malloc per name on a 10k-node graph).
+    std::string_view store(std::string_view s) {
+        if(s.size() > block_left_) {
+            const std::size_t size = std::max<std::size_t>(kBlock, s.size());
+            blocks_.push_back(std::make_unique<char[]>(size));
+            block_next_ = blocks_.back().get();
+            block_left_ = size;
+        }
+        if(!s.empty()) {
+            std::memcpy(block_next_, s.data(), s.size());
+        }
+        const std::string_view stored(block_next_, s.size());
+        block_next_ += s.size();
+        block_left_ -= s.size();
+        return stored;
+    }
+
+    static constexpr std::size_t kBlock = 1U << 16U;
     const IllegalNames& illegal_;
-    std::deque<std::string> store_;
+    std::vector<std::unique_ptr<char[]>> blocks_;  // the arena (stable addresses)
+    char* block_next_ = nullptr;
+    std::size_t block_left_ = 0;
     std::unordered_map<std::uint64_t, std::string_view> obj_to_name_;
     std::unordered_set<std::string_view> used_;
     std::unordered_map<std::string_view, std::int64_t> base_count_;
@@ -901,11 +922,16 @@ private:
         src += "\n\n";
         src += pro;
         src += "\n    ";
-        for(std::size_t k = lead; k < code.size(); ++k) {
-            src += code[k];
-            if(code[k] == '\n') {
-                src += "    ";
+        // each line indented: copied a line at a time, not a char at a time
+        for(std::size_t k = lead; k < code.size();) {
+            const std::size_t nl = code.find('\n', k);
+            if(nl == std::string::npos) {
+                src.append(code, k, std::string::npos);
+                break;
             }
+            src.append(code, k, nl + 1 - k);
+            src += "    ";
+            k = nl + 1;
         }
         r.first_line = pro_lines;
         r.prologue_start = wrap_lines + 4;

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.fx import Graph, GraphModule
 from torch.fx.graph import CodeGen
+from torch.fx.immutable_collections import immutable_list
 
 import pyfuse
 from pyfuse import _core, codegen
@@ -203,6 +204,50 @@ def test_annotations_and_defaults_are_native():
             node.type = float if node.name == "scale" else torch.Tensor
     assert same_code(g) is None
     assert "x : torch.Tensor, scale : float = 2.0" in g.python_code("self").src
+
+
+def test_list_arguments_are_read_in_place():
+    """List arguments (FX's immutable_list once in a node, plain lists when set
+    directly), nested or not, empty or not, are read in place and written as FX
+    writes them."""
+    g = Graph()
+    x = g.placeholder("x")
+    plain = g.call_function(torch.cat, ([x, x, [1, 2.5, "a"]],))
+    nested = g.call_function(torch.cat, ([plain, [[], [x]], immutable_list([3])],))
+    assert type(nested.args[0]) is immutable_list
+    raw = g.call_function(torch.cat, ([],))
+    raw._args = ([nested, [7, [x]], []],)  # a plain list, not normalised
+    g.output(raw)
+    assert same_code(g) is None
+    src = g.python_code("self").src
+    assert "torch.cat([x, x, [1, 2.5, 'a']])" in src
+    assert "torch.cat([cat, [[], [x]], [3]])" in src
+    assert "torch.cat([cat_1, [7, [x]], []])" in src
+
+
+def test_operator_overloads_are_named_once(monkeypatch):
+    """aten overloads (exported graphs) are classified once per process, other
+    targets once per graph; the text stays FX's either way."""
+    aten = torch.ops.aten
+    g = Graph()
+    x = g.placeholder("x")
+    y = g.call_function(aten.relu.default, (x,))
+    z = g.call_function(aten.add.Tensor, (y, x))
+    g.output(g.call_function(torch.sigmoid, (z,)))
+    asked: list[object] = []
+    classify = codegen._classify_any_callee
+
+    def counting(target: object) -> object:
+        asked.append(target)
+        return classify(target)
+
+    monkeypatch.setattr(codegen, "_classify_any_callee", counting)
+    monkeypatch.setattr(codegen, "_OVERLOAD_CALLEES", {})
+    assert same_code(g) is None
+    assert asked == [aten.relu.default, aten.add.Tensor, torch.sigmoid]
+    asked.clear()
+    assert same_code(g) is None
+    assert asked == [torch.sigmoid]
 
 
 def test_empty_graph_and_other_root_module():
