@@ -24,7 +24,7 @@ from ..report import Fused, FuseReport, Skipped
 from .dce import eliminate_dead_code
 from .match import find_sites
 from .ops import Producer
-from .plan import Group, plan_folds
+from .plan import Group, Site, plan_folds
 from .weights import fold_weights
 
 __all__ = ["ModuleStore", "fold_module"]
@@ -219,6 +219,15 @@ def _apply(
         _redirect_norm(journal, site.bn, prod, site.norm.tuple_output)
 
 
+def how(site: Site) -> str:
+    """The report's word for a fold."""
+    return (
+        "folded, training-mode BatchNorm: running statistics"
+        if site.training
+        else "folded"
+    )
+
+
 def fold_module(
     gm: GraphModule, producers: Sequence[Producer], *, check_rank: bool
 ) -> FuseReport:
@@ -236,7 +245,12 @@ def _fold_module(
         return report
     store = ModuleStore(gm, sites.get_attrs)
     plan = plan_folds(
-        sites, producers, store, check_rank=check_rank, new_bias_name=bias_name
+        sites,
+        producers,
+        store,
+        check_rank=check_rank,
+        new_bias_name=bias_name,
+        fold_training=True,
     )
     folded = [(g, *_compute(g, store)) for g in plan.groups]  # before any edit
     journal = _Journal()
@@ -259,7 +273,7 @@ def _fold_module(
         attrs = (s.weight_key, s.bias_key or bias_name(s.weight_key))
         for site in group.sites:
             report.fused.append(
-                Fused(site.pattern, (site.prod.name, site.bn.name), attrs, "folded")
+                Fused(site.pattern, (site.prod.name, site.bn.name), attrs, how(site))
             )
     report.skipped.extend(Skipped(p, n, r) for p, n, r in plan.skipped)
     return report
