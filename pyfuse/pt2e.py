@@ -6,8 +6,11 @@
 first steps of ``prepare_pt2e``): same code, attribute names and tensors where
 torchao is right; where folding would change the model's output (a producer
 output read by another node, one weight under two different BatchNorms, a
-training-mode BatchNorm, ...) the BatchNorm stays and the returned report says
-why. ``patch_torchao()`` makes ``prepare_pt2e`` use them. torchao is imported
+BatchNorm without running statistics, ...) the BatchNorm stays and the returned
+report says why. A training-mode BatchNorm folds with its running statistics, as
+torchao's does: ``prepare_pt2e`` (post-training quantization) makes an inference
+model, and a model exported without ``.eval()`` gets the BatchNorm it will run
+with (``prepare_qat_pt2e`` never calls these folds). ``patch_torchao()`` makes ``prepare_pt2e`` use them. torchao is imported
 only by the patch functions.
 """
 

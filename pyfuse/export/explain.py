@@ -13,7 +13,7 @@ import torch
 from torch.fx import GraphModule
 
 from ..report import Fused, Skipped
-from .inplace import ModuleStore, bias_name
+from .inplace import ModuleStore, bias_name, how
 from .match import find_sites
 from .ops import CONV_PRODUCERS, LINEAR_PRODUCERS
 from .plan import Group, plan_folds
@@ -42,7 +42,7 @@ def _fused(groups: list[Group], new_bias: Any) -> list[Fused]:
         s = group.first
         attrs = (s.weight_key, s.bias_key or new_bias(s.weight_key))
         out += [
-            Fused(site.pattern, (site.prod.name, site.bn.name), attrs, "folded")
+            Fused(site.pattern, (site.prod.name, site.bn.name), attrs, how(site))
             for site in group.sites
         ]
     return out
@@ -57,7 +57,12 @@ def explain_exported(obj: Any) -> tuple[list[Fused], list[Skipped]]:
         sites = find_sites(obj.graph, obj, producers)
         store = ModuleStore(obj, sites.get_attrs)
         plan = plan_folds(
-            sites, producers, store, check_rank=True, new_bias_name=bias_name
+            sites,
+            producers,
+            store,
+            check_rank=True,
+            new_bias_name=bias_name,
+            fold_training=True,
         )
         return (
             _fused(plan.groups, bias_name),

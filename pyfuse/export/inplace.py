@@ -19,11 +19,12 @@ import torch
 from torch.fx import GraphModule, Node
 
 from ..codegen import recompile
+from ..engine.gcpause import gc_paused
 from ..report import Fused, FuseReport, Skipped
 from .dce import eliminate_dead_code
 from .match import find_sites
 from .ops import Producer
-from .plan import Group, plan_folds
+from .plan import Group, Site, plan_folds
 from .weights import fold_weights
 
 __all__ = ["ModuleStore", "fold_module"]
@@ -65,7 +66,11 @@ class ModuleStore:
         except KeyError:
             pass
         obj, parent = self.owner(path)
-        found = getattr(obj, parent, None) if obj is not None else None
+        found = None
+        if isinstance(obj, torch.nn.Module):  # what Module.__getattr__ looks up
+            found = obj._modules.get(parent)
+        if found is None and obj is not None:
+            found = getattr(obj, parent, None)
         self._owners[path] = found
         return found, field
 
@@ -83,7 +88,13 @@ class ModuleStore:
 
     def tensor(self, key: str, node: Node) -> torch.Tensor:
         owner, field = self.owner(key)
-        value = getattr(owner, field, _MISSING) if owner is not None else _MISSING
+        value: Any = _MISSING
+        if isinstance(owner, torch.nn.Module):  # what Module.__getattr__ looks up
+            value = owner._parameters.get(field, _MISSING)
+            if value is _MISSING:
+                value = owner._buffers.get(field, _MISSING)
+        if value is _MISSING and owner is not None:
+            value = getattr(owner, field, _MISSING)
         if value is _MISSING:
             raise RuntimeError(
                 f"node {node.name!r} reads {key!r}, which does not exist in the module"
@@ -208,17 +219,38 @@ def _apply(
         _redirect_norm(journal, site.bn, prod, site.norm.tuple_output)
 
 
+def how(site: Site) -> str:
+    """The report's word for a fold."""
+    return (
+        "folded, training-mode BatchNorm: running statistics"
+        if site.training
+        else "folded"
+    )
+
+
 def fold_module(
     gm: GraphModule, producers: Sequence[Producer], *, check_rank: bool
 ) -> FuseReport:
     """Fold every safe BatchNorm of `gm` into `producers`, in place."""
+    with gc_paused():  # the pass only allocates; see gc_paused
+        return _fold_module(gm, producers, check_rank=check_rank)
+
+
+def _fold_module(
+    gm: GraphModule, producers: Sequence[Producer], *, check_rank: bool
+) -> FuseReport:
     sites = find_sites(gm.graph, gm, producers)
     report = FuseReport()
     if not sites.any_norm:
         return report
     store = ModuleStore(gm, sites.get_attrs)
     plan = plan_folds(
-        sites, producers, store, check_rank=check_rank, new_bias_name=bias_name
+        sites,
+        producers,
+        store,
+        check_rank=check_rank,
+        new_bias_name=bias_name,
+        fold_training=True,
     )
     folded = [(g, *_compute(g, store)) for g in plan.groups]  # before any edit
     journal = _Journal()
@@ -241,7 +273,7 @@ def fold_module(
         attrs = (s.weight_key, s.bias_key or bias_name(s.weight_key))
         for site in group.sites:
             report.fused.append(
-                Fused(site.pattern, (site.prod.name, site.bn.name), attrs, "folded")
+                Fused(site.pattern, (site.prod.name, site.bn.name), attrs, how(site))
             )
     report.skipped.extend(Skipped(p, n, r) for p, n, r in plan.skipped)
     return report

@@ -65,6 +65,7 @@ class Site:
     eps: float
     transpose: bool
     groups: int
+    training: bool = False  # a training-mode BatchNorm, folded with running statistics
 
     @property
     def pattern(self) -> str:
@@ -146,7 +147,12 @@ def _literal_arg(node: Node, index: int, default: Any) -> Any:
 
 
 def _site(
-    bn: Node, norm: Norm, by_target: dict[Any, Producer], store: Store, check_rank: bool
+    bn: Node,
+    norm: Norm,
+    by_target: dict[Any, Producer],
+    store: Store,
+    check_rank: bool,
+    fold_training: bool,
 ) -> Site | None:
     """The site at `bn`, None when `bn` does not read a producer; raises _Skip."""
     prod = bn.args[0] if bn.args else bn.kwargs.get("input")
@@ -174,8 +180,26 @@ def _site(
         if k is None:
             raise _Skip(f"BatchNorm {name} is not a constant ({a})")
         keys.append(k)
-    if norm.training >= 0 and args[norm.training] is not False:
+    training = norm.training >= 0 and args[norm.training] is not False
+    if training and not (fold_training and args[norm.training] is True):
         raise _Skip("BatchNorm normalizes with batch statistics (training=True)")
+    if training:
+        # its running statistics fold as they are now: nothing else may read (or,
+        # in training mode, update) them during the forward
+        shared = list(
+            dict.fromkeys(
+                u
+                for k in (keys[2], keys[3])
+                for r in store.readers(str(k))
+                for u in r.users
+                if u is not bn
+            )
+        )
+        if shared:
+            raise _Skip(
+                "training-mode BatchNorm's running statistics also read by "
+                f"{_readers_text(shared)}"
+            )
     eps = args[norm.eps]
     if not isinstance(eps, float | int) or isinstance(eps, bool):
         raise _Skip(f"BatchNorm eps is not a number ({eps!r})")
@@ -258,6 +282,7 @@ def _site(
         float(eps),
         transpose,
         groups,
+        training,
     )
 
 
@@ -311,11 +336,14 @@ def plan_folds(
     *,
     check_rank: bool = True,
     new_bias_name: Callable[[str], str] | None = None,
+    fold_training: bool = False,
 ) -> Plan:
     """Which BatchNorms of `sites` fold into `producers`, and why others do not.
 
     `new_bias_name(weight_key)` names the bias constant a bias-less producer gets;
-    that name must be free.
+    that name must be free. `fold_training`: training-mode BatchNorms fold too,
+    with their running statistics (torchao's pt2e folds do; the output then is
+    the model's in eval mode).
     """
     by_target = {p.target: p for p in producers}
     plan = Plan()
@@ -323,7 +351,7 @@ def plan_folds(
     order: list[str] = []
     for bn, norm, _paired in sites.norms:
         try:
-            site = _site(bn, norm, by_target, store, check_rank)
+            site = _site(bn, norm, by_target, store, check_rank, fold_training)
         except _Skip as skip:
             prod = bn.args[0] if bn.args else None
             names = (prod.name, bn.name) if isinstance(prod, Node) else (bn.name,)

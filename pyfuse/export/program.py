@@ -29,6 +29,7 @@ from torch.export.graph_signature import (
 )
 from torch.fx import Graph, GraphModule, Node
 
+from ..engine.gcpause import gc_paused
 from ..report import Fused, FuseReport, Skipped
 from .dce import eliminate_dead_code
 from .match import find_sites
@@ -181,6 +182,11 @@ def _redirect(bn: Node, prod: Node, tuple_output: bool) -> None:
 
 def fold_program(ep: ExportedProgram) -> tuple[ExportedProgram, FuseReport]:
     """`fold_batch_norm`, with the report of folds made and BatchNorms left."""
+    with gc_paused():  # the pass only allocates; see gc_paused
+        return _fold_program(ep)
+
+
+def _fold_program(ep: ExportedProgram) -> tuple[ExportedProgram, FuseReport]:
     p = plan_program(ep)
     graph, store = p.graph, p.store
     folded = [(g, *_compute(g, store)) for g in p.groups]

@@ -15,6 +15,7 @@ BatchNorm calls fold and whether torchao's fold is right for the whole model.
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -284,9 +285,16 @@ class Expected:
         return not self.torchao_defects
 
 
-def expected(spec: Spec) -> Expected:
-    """What a correct fold does with `spec`, and whether torchao's is correct."""
+def expected(spec: Spec, *, fold_training: bool = False) -> Expected:
+    """What a correct fold does with `spec`, and whether torchao's is correct.
+
+    `fold_training`: training-mode BatchNorms fold with their running statistics
+    (the pt2e folds, as torchao's), and are judged against the model with those
+    BatchNorms in eval mode.
+    """
     steps = spec.steps
+
+    bn_calls = Counter(s.bn for s in steps)
 
     def site_ok(s: Step) -> bool:
         if s.bn is None:
@@ -294,7 +302,7 @@ def expected(spec: Spec) -> Expected:
         b = spec.bns[s.bn]
         return (
             b.stats
-            and not b.train
+            and (not b.train or (fold_training and bn_calls[s.bn] == 1))
             and s.extra not in ("add", "out")
             and spec.prods[s.prod].kind != "linear3d"
         )
@@ -318,7 +326,7 @@ def expected(spec: Spec) -> Expected:
         b = spec.bns[s.bn]
         if not b.stats:
             defects.add("bn without running stats (torchao raises)")
-        elif b.train:
+        elif b.train and (not fold_training or bn_calls[s.bn] > 1):
             defects.add("training-mode bn folded")
         if s.extra in ("add", "out"):
             defects.add("producer output read elsewhere")

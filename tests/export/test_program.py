@@ -88,7 +88,19 @@ def _check_program(
 SLOW_TO_DECOMPOSE = ("resnet152", "densenet121", "deep_chain")
 
 
-@pytest.mark.parametrize("name", [m.name for m in MODELS])
+# (part of the quick suite: ./dev pyvers)
+QUICK_PROGRAMS = ("tiny_conv_bn_relu", "resnet18", "mlp", "decoder_transpose")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            m.name, marks=[pytest.mark.quick] if m.name in QUICK_PROGRAMS else []
+        )
+        for m in MODELS
+    ],
+)
 def test_corpus_program(name: str) -> None:
     cm = next(m for m in MODELS if m.name == name)
     model = cm.factory().eval()
@@ -101,6 +113,7 @@ def test_corpus_program(name: str) -> None:
         _check_program(_decompose(ep), inputs, model, folds)
 
 
+@pytest.mark.quick
 def test_defects_stay_unfolded() -> None:
     class M(nn.Module):
         def __init__(self) -> None:

@@ -4,6 +4,8 @@ the unfolded model where it is not."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -37,7 +39,20 @@ def _export(
     return torch.export.export(model, inputs), inputs, model
 
 
-@pytest.mark.parametrize("name", [m.name for m in MODELS])
+# Part of the quick suite (./dev pyvers, other Pythons and torch versions): 2-D, 3-D
+# and 1-D convs, a transposed conv, linears, and a model torchao folds wrongly.
+QUICK_MODELS = ("tiny_conv_bn_relu", "resnet18", "video3d", "mlp", "decoder_transpose")
+QUICK_MODELS += ("audio1d", "multi_user")
+
+
+def _names(quick: tuple[str, ...]) -> list[Any]:
+    return [
+        pytest.param(m.name, marks=[pytest.mark.quick] if m.name in quick else [])
+        for m in MODELS
+    ]
+
+
+@pytest.mark.parametrize("name", _names(QUICK_MODELS))
 def test_corpus_model(name: str) -> None:
     ep, inputs, model = _export(name)
     conv_ao, linear_ao = torchao_folds()

@@ -59,6 +59,12 @@ def _norms(gm: GraphModule) -> int:
     )
 
 
+_BN_TARGETS = (
+    torch.ops.aten.batch_norm.default,
+    torch.ops.aten._native_batch_norm_legit_no_training.default,
+)
+
+
 def _fold_both(
     make: Callable[[], GraphModule],
 ) -> tuple[GraphModule, GraphModule, list[str]]:
@@ -104,6 +110,7 @@ class LinearBnTwice(nn.Module):
         return self.bn(y), y * 2
 
 
+@pytest.mark.quick
 def test_conv_output_read_elsewhere_is_kept() -> None:
     x = torch.randn(2, 3, 6, 6)
     model = ConvBnAdd()
@@ -115,6 +122,7 @@ def test_conv_output_read_elsewhere_is_kept() -> None:
     assert max_rel_diff(outputs(ref, (x,)), unfolded) > 1e-2  # torchao folds it anyway
 
 
+@pytest.mark.quick
 def test_conv_called_twice_with_two_bns_is_kept() -> None:
     x = torch.randn(2, 3, 6, 6)
     model = SharedConvTwoBns(bias=True, same_bn=False)
@@ -161,16 +169,53 @@ def test_linear_output_read_elsewhere_is_kept() -> None:
     assert max_rel_diff(outputs(ref, (x,)), unfolded) > 1e-2
 
 
-def test_training_bn_is_kept() -> None:
+@pytest.mark.quick
+def test_training_bn_folds_with_running_statistics_as_torchao() -> None:
+    """prepare_pt2e makes an inference model: torchao folds a training-mode
+    BatchNorm with its running statistics, and so does the drop-in."""
     x = torch.randn(4, 3, 6, 6)
     model = _stats(nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3)))
     model[1].train()
     make = torch.export.export(model, (x,)).module
     ref, ours, reasons = _fold_both(make)
-    assert reasons == ["BatchNorm normalizes with batch statistics (training=True)"]
-    expected = outputs(make(), (x,))
-    assert max_rel_diff(outputs(ours, (x,)), expected) < 1e-6
-    assert max_rel_diff(outputs(ref, (x,)), expected) > 1e-2
+    assert reasons == []
+    assert not [n for n in ours.graph.nodes if n.target in _BN_TARGETS]
+    assert_same_fold(ref, ours, (x,))
+    report = pt2e.fuse_conv_bn_(make())
+    assert [f.fused_type for f in report.fused] == [
+        "folded, training-mode BatchNorm: running statistics"
+    ]
+    in_eval = outputs(model.eval(), (x,))
+    assert max_rel_diff(outputs(ours, (x,)), in_eval) < 1e-6
+    assert max_rel_diff(outputs(make(), (x,)), in_eval) > 1e-2  # batch statistics
+
+
+class ConvBnTwiceInTraining(nn.Module):
+    """One training-mode BatchNorm called after two convs: the first call
+    updates the running statistics the second reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 3, 3, padding=1)
+        self.c2 = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.c2(self.bn(self.c1(x))))
+
+
+def test_training_bn_called_twice_is_kept() -> None:
+    x = torch.randn(4, 3, 6, 6)
+    model = _stats(ConvBnTwiceInTraining()).train()
+    make = torch.export.export(model, (x,)).module
+    ours = make()
+    report = pt2e.fuse_conv_bn_(ours)
+    assert not report.fused
+    assert sorted(s.reason for s in report.skipped) == [
+        "training-mode BatchNorm's running statistics also read by batch_norm",
+        "training-mode BatchNorm's running statistics also read by batch_norm_1",
+    ]
+    assert ours.code == make().code
 
 
 def test_bn_without_running_stats_is_kept() -> None:
@@ -190,6 +235,7 @@ def test_bn_without_running_stats_is_kept() -> None:
         conv_ao(make())  # torchao adds eps to None
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("dim", [1, 2, 3])
 def test_grouped_conv_transpose_folds_correctly(dim: int) -> None:
     conv = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dim - 1]
@@ -283,6 +329,7 @@ def _state(
     )
 
 
+@pytest.mark.quick
 def test_fold_raising_mid_pass_leaves_the_module_unchanged(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -305,6 +352,7 @@ def test_fold_raising_mid_pass_leaves_the_module_unchanged(
     assert _state(gm) == before
 
 
+@pytest.mark.quick
 def test_edit_raising_mid_pass_is_rolled_back(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.randn(2, 3, 6, 6)
     gm = _prepare(Deep(), x)()
@@ -342,6 +390,7 @@ def test_getter_raising_leaves_the_module_unchanged() -> None:
     assert _state(gm)[2] == before[2]
 
 
+@pytest.mark.quick
 def test_patch_torchao_routes_prepare_pt2e_through_pyfuse(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
