@@ -18,7 +18,7 @@ once per round):
 Ratios of interleaved medians hold up on a loaded machine better than absolute
 times do; report absolute times only from a quiet machine.
 
-    .venv/bin/python bench/emit_bench.py [--rounds 7] [--sample 0.005] [--quick]
+    .venv/bin/python -m bench.emit_bench [--rounds 7] [--sample 0.005] [--quick]
         [--json out.json]
 """
 
@@ -31,7 +31,6 @@ import gc
 import io
 import json
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -44,13 +43,9 @@ from torch import nn
 from torch.fx import GraphModule
 from torch.fx.graph import _PyTreeCodeGen
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-from export_workloads import ResNetLike, resnet_like
-
 import pyfuse
 from pyfuse import codegen
+from pyfuse.bench.export_workloads import ResNetLike, resnet_like
 from tests.support.corpus import MODELS_BY_NAME
 
 REAL = ("resnet50", "mobilenet_v2", "densenet121")
