@@ -5,12 +5,11 @@ numbers) and JSON. What is measured, and how, is in
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .load import Load
-from .samples import Sample
+from .samples import BySide, Sample
 from .tables import fmt_s, fmt_x, markdown_table
 
 __all__ = ["CONDITION", "ExportRow", "ExportTable", "format_export_table"]
@@ -39,7 +38,7 @@ PREPARE_LEGEND = (
 
 
 @dataclass
-class ExportRow:
+class ExportRow(BySide):
     """Every sample of one graph size, and what went wrong."""
 
     label: str
@@ -48,17 +47,6 @@ class ExportRow:
     by_side: dict[str, list[Sample]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    def add(self, side: str, s: Sample) -> None:
-        self.by_side.setdefault(side, []).append(s)
-
-    def median(self, side: str, attr: str) -> float | None:
-        xs = [
-            float(v)
-            for s in self.by_side.get(side, [])
-            if (v := getattr(s, attr)) is not None
-        ]
-        return statistics.median(xs) if xs else None
 
 
 @dataclass

@@ -35,18 +35,10 @@ class Sample:
     fold_floor: float | None = None
 
 
-@dataclass
-class Samples:
-    """Every sample of one case in one condition, and what went wrong."""
+class BySide:
+    """Samples kept per side (``self.by_side``), and their medians."""
 
-    case: Case
-    condition: str
-    nodes: int = 0
-    fusions: int | None = None
-    pairs: int = 0
-    by_side: dict[str, list[Sample]] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    by_side: dict[str, list[Sample]]
 
     def add(self, side: str, s: Sample) -> None:
         self.by_side.setdefault(side, []).append(s)
@@ -58,6 +50,20 @@ class Samples:
             if (v := getattr(s, attr)) is not None
         ]
         return statistics.median(xs) if xs else None
+
+
+@dataclass
+class Samples(BySide):
+    """Every sample of one case in one condition, and what went wrong."""
+
+    case: Case
+    condition: str
+    nodes: int = 0
+    fusions: int | None = None
+    pairs: int = 0
+    by_side: dict[str, list[Sample]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def rotations(repeats: int, sides: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
