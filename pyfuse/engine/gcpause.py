@@ -22,10 +22,15 @@ def gc_paused() -> Iterator[None]:
 
     The pass allocates O(F) small objects while the process holds a large graph;
     every generation-2 collection then walks the whole heap, which cost more than
-    the pass itself on 10k+ node graphs. Nothing the pass creates is cyclic
-    garbage, and the collector is restored (not run) afterwards. Passes in several
-    threads share one pause: the first saves the collector's state, the last
-    restores it.
+    the pass itself on 10k+ node graphs. The pass makes no cyclic garbage: what
+    it allocates is the output (modules, Parameters, nodes, code). So when the
+    collector is restored, the objects allocated meanwhile are handed to the
+    oldest generation (``gc.freeze()`` then ``gc.unfreeze()``, two list splices)
+    instead of being walked by the young collection that the next allocation
+    would start (0.05-0.1 s at 35k nodes) and again by the middle one; full
+    collections still see them. Skipped if the process has frozen objects of its
+    own, which ``gc.unfreeze()`` would release. Passes in several threads share
+    one pause: the first saves the collector's state, the last restores it.
     """
     state = _GcPause
     with state.lock:
@@ -39,4 +44,7 @@ def gc_paused() -> Iterator[None]:
         with state.lock:
             state.pausers -= 1
             if state.pausers == 0 and state.was_enabled:
+                if gc.get_freeze_count() == 0:
+                    gc.freeze()
+                    gc.unfreeze()
                 gc.enable()

@@ -95,14 +95,13 @@ def linear_bn_no_affine(
     return fused
 
 
-# Batching pays for its cat/split only in larger groups of one shape; 8 is a
-# round guess (no measurable difference on the corpus models), not a tuned value.
+# Batching pays for its per-group calls only in larger groups of one shape; 8 is
+# a round guess (no measurable difference on the corpus models), not a tuned value.
 _MIN_BATCH = 8
-# ... and only for small weights: batching copies each weight twice more (cat,
-# then clone of the split), which costs more than the per-pair dispatch it saves
-# past ~64k elements (measured, groups of 16 eval Conv2d+BN, one thread:
-# 25 vs 67 us/pair at 144 elements, 49 vs 78 at 36,864, 270 vs 116 at 147,456).
-_MAX_BATCHED_NUMEL = 65536
+# Dtypes whose CPU kernels give every element the same bits wherever it sits in
+# a tensor. In bfloat16 (and half) the vectorised body and the scalar tail of
+# ``rv + eps`` differ, so a channel's fold would depend on its batch position.
+_EXACT_DTYPES = (torch.float32, torch.float64)
 
 
 def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
@@ -111,8 +110,11 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
     Every element goes through the same elementwise operations in the same order
     as torch's ``fuse_conv_bn_weights`` (rsqrt, mul, add are correctly rounded
     per element), so the bits are the same; batching only removes per-call
-    dispatch. Pairs are grouped by everything the per-pair computation depends on
-    (dtypes, device, weight shape after dim 0, bias presence, eps, grad flags).
+    dispatch. Each weight is read once and its folded copy written once (torch's
+    ``_foreach_mul`` on CPU is ``w.mul(scale)`` per pair, in C++), as in torch's
+    own fold. Pairs are grouped by everything the per-pair computation depends on
+    (dtypes, device, weight shape after dim 0, bias presence, eps, grad flags);
+    only float32 and float64 pairs are batched (see ``_EXACT_DTYPES``).
     """
     groups: dict[Any, list[tuple[Any, ...]]] = {}
     for conv, bn in pairs:
@@ -136,13 +138,13 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
             continue
         dt = w.dtype
         if not (
-            rm.dtype is dt
+            dt in _EXACT_DTYPES
+            and rm.dtype is dt
             and rv.dtype is dt
             and bn_w.dtype is dt
             and bn_b.dtype is dt
             and (b is None or b.dtype is dt)
             and w.is_contiguous()
-            and w.numel() <= _MAX_BATCHED_NUMEL
         ):
             continue
         key = (
@@ -165,21 +167,21 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
             if len(items) < _MIN_BATCH:
                 continue
             _, _, ws, bs, rms, rvs, bws, bbs = zip(*items, strict=True)
+            # Per-channel factors for the whole group at once (small tensors);
+            # then one C++ loop per group multiplies each weight by its slice
+            # and adds each BN bias, giving every pair tensors of its own.
             rm = torch.cat(rms)
             rsqrt = torch.rsqrt(torch.cat(rvs) + eps)
             bn_w = torch.cat(bws)
             conv_b = torch.cat(bs) if has_bias else torch.zeros_like(rm)
-            fused_w = torch.cat(ws) * (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
-            fused_b = (conv_b - rm) * rsqrt * bn_w + torch.cat(bbs)
+            scale = (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
+            partial_b = (conv_b - rm) * rsqrt * bn_w
             sizes = [w.shape[0] for w in ws]
-            for item, fw, fb in zip(
-                items,
-                fused_w.split(sizes),  # type: ignore[no-untyped-call]
-                fused_b.split(sizes),  # type: ignore[no-untyped-call]
-                strict=True,
-            ):
+            fused_ws = torch._foreach_mul(ws, scale.split(sizes))  # type: ignore[no-untyped-call]
+            fused_bs = torch._foreach_add(partial_b.split(sizes), bbs)  # type: ignore[no-untyped-call]
+            for item, fw, fb in zip(items, fused_ws, fused_bs, strict=True):
                 table[item[0], item[1]] = (
-                    make(param, fw.clone(), w_grad),
-                    make(param, fb.clone(), b_grad),
+                    make(param, fw, w_grad),
+                    make(param, fb, b_grad),
                 )
     return table

@@ -252,3 +252,27 @@ def test_gc_is_enabled_after_concurrent_passes():
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda gm: pyfuse.fuse(gm, False), models))
     assert gc.isenabled()
+
+
+def test_gc_pause_hands_the_pass_objects_to_the_oldest_generation():
+    """What a pass allocates is its output: when the pause ends it goes to the
+    oldest generation unwalked (no young collection of it on the next
+    allocation), unless the process froze objects of its own, which stay frozen."""
+    assert gc.isenabled()
+    with gcpause.gc_paused():
+        made = [[] for _ in range(5000)]
+    assert gc.get_count()[0] < 100
+    assert any(x is made for x in gc.get_objects(generation=2))
+    assert gc.get_freeze_count() == 0
+
+    mine = [{}]  # a process that froze its heap (e.g. before forking workers)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gcpause.gc_paused():
+            later = [[] for _ in range(5000)]
+        assert gc.get_freeze_count() == frozen
+        assert not any(x is later for x in gc.get_objects(generation=2))
+        assert mine
+    finally:
+        gc.unfreeze()
