@@ -113,7 +113,7 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
     dispatch. Each weight is read once and its folded copy written once (torch's
     ``_foreach_mul`` on CPU is ``w.mul(scale)`` per pair, in C++), as in torch's
     own fold. Pairs are grouped by everything the per-pair computation depends on
-    (dtypes, device, weight shape after dim 0, bias presence, eps, grad flags);
+    (dtypes, device, shapes, bias presence, eps, grad flags);
     only float32 and float64 pairs are batched (see ``_EXACT_DTYPES``).
     """
     groups: dict[Any, list[tuple[Any, ...]]] = {}
@@ -150,11 +150,19 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
         key = (
             dt,
             w.device,
-            w.shape[1:],
+            w.shape,
             b is not None,
             bn.eps,
             w.requires_grad,
             b is not None and b.requires_grad,
+            # (torch's fold broadcasts a BN of another size: such pairs fold alone)
+            (
+                rm.shape,
+                rv.shape,
+                bn_w.shape,
+                bn_b.shape,
+                None if b is None else b.shape,
+            ),
         )
         groups.setdefault(key, []).append((id(conv), id(bn), w, b, rm, rv, bn_w, bn_b))
     table: Folds = {}
@@ -163,22 +171,25 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
     )  # what Parameter(t, grad) does for a plain tensor
     param = torch.nn.Parameter
     with torch.no_grad():
-        for (_, _, inner, has_bias, eps, w_grad, b_grad), items in groups.items():
-            if len(items) < _MIN_BATCH:
+        for key, items in groups.items():
+            _, _, shape, has_bias, eps, w_grad, b_grad, vector_shapes = key
+            n, c = len(items), shape[0]
+            if n < _MIN_BATCH or any(v not in (None, (c,)) for v in vector_shapes):
                 continue
             _, _, ws, bs, rms, rvs, bws, bbs = zip(*items, strict=True)
-            # Per-channel factors for the whole group at once (small tensors);
-            # then one C++ loop per group multiplies each weight by its slice
-            # and adds each BN bias, giving every pair tensors of its own.
+            # Per-channel factors for the whole group at once (small tensors),
+            # viewed as one slice per pair (unbind: split's cost grows with the
+            # number of pieces); then one C++ loop per group multiplies each
+            # weight by its slice and adds each BN bias, giving every pair
+            # tensors of its own.
             rm = torch.cat(rms)
             rsqrt = torch.rsqrt(torch.cat(rvs) + eps)
             bn_w = torch.cat(bws)
             conv_b = torch.cat(bs) if has_bias else torch.zeros_like(rm)
-            scale = (bn_w * rsqrt).reshape([-1] + [1] * len(inner))
-            partial_b = (conv_b - rm) * rsqrt * bn_w
-            sizes = [w.shape[0] for w in ws]
-            fused_ws = torch._foreach_mul(ws, scale.split(sizes))  # type: ignore[no-untyped-call]
-            fused_bs = torch._foreach_add(partial_b.split(sizes), bbs)  # type: ignore[no-untyped-call]
+            scale = (bn_w * rsqrt).view([n, c] + [1] * (len(shape) - 1))
+            partial_b = ((conv_b - rm) * rsqrt * bn_w).view(n, c)
+            fused_ws = torch._foreach_mul(ws, scale.unbind(0))  # type: ignore[no-untyped-call]
+            fused_bs = torch._foreach_add(partial_b.unbind(0), bbs)  # type: ignore[no-untyped-call]
             for item, fw, fb in zip(items, fused_ws, fused_bs, strict=True):
                 table[item[0], item[1]] = (
                     make(param, fw, w_grad),

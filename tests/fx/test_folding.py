@@ -48,13 +48,13 @@ def _pair(conv_cls, dims, c_out, dtype, bias, eps, seed):
     ("conv_cls", "dims"), [(nn.Conv1d, 1), (nn.Conv2d, 2), (nn.Conv3d, 3)]
 )
 def test_batched_folds_equal_torchs_per_pair_fold(conv_cls, dims, dtype, bias):
-    # 12 pairs of one shape (one batch), with mixed channel counts in a second group
+    # three groups of ten pairs (4, 5, 6 output channels)
     pairs = [
-        _pair(conv_cls, dims, 4 + (i % 3), dtype, bias, 1e-5, i) for i in range(24)
+        _pair(conv_cls, dims, 4 + (i % 3), dtype, bias, 1e-5, i) for i in range(30)
     ]
     pairs[5][0].weight.requires_grad_(False)  # its own group (grad flag), alone
     table = batch_folds(pairs)
-    assert len(table) == 23  # every pair but the lone grad-flag one
+    assert len(table) == 29  # every pair but the lone grad-flag one
     seen = set()
     for conv, bn in pairs:
         got = table.get((id(conv), id(bn)))
@@ -120,3 +120,14 @@ def test_reduced_precision_pairs_fold_alone_with_torchs_bits():
     assert list(got) == list(want)
     for k in want:
         assert same_bits(got[k], want[k]), k
+
+
+def test_a_bn_of_another_size_folds_as_torch_broadcasts_it():
+    """torch's fold broadcasts a one-feature BN over every output channel; such
+    pairs are not batched (their slices would not line up) and fold as torch's."""
+    pairs = []
+    for i in range(10):
+        conv, _ = _pair(nn.Conv2d, 2, 4, torch.float32, True, 1e-5, i)
+        _, bn = _pair(nn.Conv2d, 2, 1, torch.float32, True, 1e-5, 100 + i)
+        pairs.append((conv, bn))
+    assert batch_folds(pairs) == {}
