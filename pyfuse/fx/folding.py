@@ -188,8 +188,8 @@ def batch_folds(pairs: Iterable[tuple[Any, Any]]) -> Folds:
             conv_b = torch.cat(bs) if has_bias else torch.zeros_like(rm)
             scale = (bn_w * rsqrt).view([n, c] + [1] * (len(shape) - 1))
             partial_b = ((conv_b - rm) * rsqrt * bn_w).view(n, c)
-            fused_ws = torch._foreach_mul(ws, scale.unbind(0))  # type: ignore[no-untyped-call]
-            fused_bs = torch._foreach_add(partial_b.unbind(0), bbs)  # type: ignore[no-untyped-call]
+            fused_ws = torch._foreach_mul(ws, scale.unbind(0))
+            fused_bs = torch._foreach_add(partial_b.unbind(0), bbs)
             for item, fw, fb in zip(items, fused_ws, fused_bs, strict=True):
                 table[item[0], item[1]] = (
                     make(param, fw, w_grad),
