@@ -6,7 +6,7 @@ torch's ``fuse_conv_bn_eval`` (and ``fuse_linear_bn_eval``) deep-copies the conv
 pyfuse copies the module shell instead (fresh ``__dict__`` containers, nothing
 shared with the original that could be mutated) and folds with torch's own
 ``fuse_conv_bn_weights`` on the original tensors, or with the same elementwise
-operations batched over many small convs (:mod:`pyfuse.fx.folding`): the same operations on
+operations batched over same-shape float32/float64 pairs (:mod:`pyfuse.fx.folding`): the same operations on
 the same values, so the same bits. Modules with buffers, submodules (e.g.
 parametrizations) or attributes of unknown types take torch's path.
 
