@@ -102,6 +102,8 @@ class Emitter:
         return_prefix: str,
         return_suffix: str,
         gen_fn_def: Callable[[list[str], str], str],
+        redirect: dict[Any, Any] = ...,
+        users_from_nodes: bool = ...,
     ) -> tuple[str, dict[str, Any], dict[int, int | None], int] | str: ...
 
 def float_repr(x: float) -> str: ...

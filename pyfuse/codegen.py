@@ -22,6 +22,7 @@ definition line (the code generator's own ``gen_fn_def``).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import types
@@ -32,6 +33,7 @@ import torch
 import torch.fx
 import torch.fx.graph as fx_graph
 from torch.fx import Graph, GraphModule, Node
+from torch.fx import graph_module as fx_graph_module
 from torch.fx.experimental import _config as fx_experimental_config
 from torch.fx.graph import CodeGen, PythonCode, _PyTreeCodeGen
 from torch.fx.graph_module import _forward_from_src, _WrappedCall
@@ -39,10 +41,14 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.fx.node import _get_qualified_name, _type_repr
 
 from . import _core
+from .compileworker import Worker, wanted
 
 __all__ = [
     "CHECKED_TORCH",
     "FALLBACKS",
+    "EarlyCode",
+    "PlannedEdit",
+    "early_code",
     "python_code",
     "recompile",
     "set_graph",
@@ -106,6 +112,16 @@ def _code_generation_functions() -> tuple[object, ...]:
 
 
 _ORIGINALS = _code_generation_functions()
+
+
+def _exec_functions() -> tuple[object, ...]:
+    """FX's functions that compile and run a GraphModule's code, which
+    :func:`_forward` does in their place only while they are these."""
+    m = fx_graph_module
+    return (m._forward_from_src, m._method_from_src, m._exec_with_source, m._loader)
+
+
+_EXEC_ORIGINALS = _exec_functions()
 
 
 def _is_from_torch(obj: object) -> bool:
@@ -223,11 +239,10 @@ def _get_emitter() -> _core.Emitter:
     return emitter
 
 
-def _not_covered(graph: Graph) -> str | None:
-    """Why FX's own code generation must write this graph, or None."""
+def _not_covered(graph: Graph, cg: CodeGen) -> str | None:
+    """Why FX's own code generation must write this graph (with `cg`), or None."""
     if not _TORCH_CHECKED:
         return f"torch {torch.__version__} not checked"
-    cg = graph._codegen
     if type(cg) is not CodeGen and type(cg) is not _PyTreeCodeGen:
         return f"code generator {type(cg).__name__}"
     if cg._body_transformer is not None:
@@ -243,13 +258,32 @@ def _not_covered(graph: Graph) -> str | None:
     return None
 
 
-def try_python_code(graph: Graph, root_module: str = "self") -> PythonCode | str:
+@dataclasses.dataclass(frozen=True)
+class PlannedEdit:
+    """An edit of a graph described before it is made, for writing the edited
+    graph's code early: the nodes it keeps, in their order after the edit, and
+    the nodes whose uses go to another node (``replace_all_uses_with``). A
+    node's users after it are the kept nodes that read it."""
+
+    nodes: list[Node]
+    redirect: dict[Node, Node]
+
+
+def try_python_code(
+    graph: Graph,
+    root_module: str = "self",
+    *,
+    codegen: CodeGen | None = None,
+    edit: PlannedEdit | None = None,
+) -> PythonCode | str:
     """``graph.python_code(root_module)`` written natively, or the reason the
-    emitter does not cover this graph (then nothing was changed)."""
-    reason = _not_covered(graph)
+    emitter does not cover this graph (then nothing was changed). With `codegen`,
+    as if it were the graph's code generator; with `edit`, the code the graph
+    will have once `edit` is made."""
+    cg = graph._codegen if codegen is None else codegen
+    reason = _not_covered(graph, cg)
     if reason is not None:
         return reason
-    cg = graph._codegen
     info: Any = cg.pytree_info if isinstance(cg, _PyTreeCodeGen) else None
     if info and info.out_spec:  # as _PyTreeCodeGen.generate_output tests it
         prefix, suffix = "return pytree.tree_unflatten(", ", self._out_spec)"
@@ -260,7 +294,19 @@ def try_python_code(graph: Graph, root_module: str = "self") -> PythonCode | str
         return str(cg.gen_fn_def(free_vars, ret, expanded_def=False))
 
     try:
-        got = _get_emitter().emit(graph.nodes, root_module, prefix, suffix, gen_fn_def)
+        emitter = _get_emitter()
+        if edit is None:
+            got = emitter.emit(graph.nodes, root_module, prefix, suffix, gen_fn_def)
+        else:
+            got = emitter.emit(
+                edit.nodes,
+                root_module,
+                prefix,
+                suffix,
+                gen_fn_def,
+                edit.redirect,
+                users_from_nodes=True,
+            )
     except Exception as e:  # noqa: BLE001 - a node the reader cannot read: FX decides
         return f"emitter error: {type(e).__name__}: {e}"
     if isinstance(got, str):
@@ -284,29 +330,81 @@ def _profiler_metadata() -> bool:
     return bool(fx_experimental_config.enrich_profiler_metadata)
 
 
-def recompile(gm: GraphModule) -> PythonCode | None:
+@dataclasses.dataclass
+class EarlyCode:
+    """A GraphModule's code written before its graph was edited (see
+    :class:`PlannedEdit`), and its ``compile()`` under way in a worker process
+    where that pays (:mod:`pyfuse.compileworker`)."""
+
+    code: PythonCode
+    worker: Worker | None
+
+    def cancel(self) -> None:
+        """Stop the worker: the edit will not be made."""
+        if self.worker is not None:
+            self.worker.cancel()
+
+
+def early_code(graph: Graph, edit: PlannedEdit, codegen: CodeGen) -> EarlyCode | None:
+    """The code `graph` will have once `edit` is made and `codegen` is its code
+    generator, with its compilation started in a worker if that pays; None where
+    the emitter does not cover it (FX writes it after the edit)."""
+    worker = Worker() if wanted(len(edit.nodes)) else None
+    got = try_python_code(graph, "self", codegen=codegen, edit=edit)
+    if isinstance(got, str):
+        if worker is not None:
+            worker.cancel()
+        return None
+    if worker is not None:
+        worker.send(got.src)
+    return EarlyCode(got, worker)
+
+
+def _forward(code: PythonCode, co_fields: dict[str, Any], worker: Worker | None) -> Any:
+    """FX's ``_forward_from_src(code.src, code.globals, co_fields)``, taking the
+    compiled code from `worker` when it has it."""
+    if worker is None:
+        return _forward_from_src(code.src, code.globals, co_fields)
+    if _exec_functions() != _EXEC_ORIGINALS:
+        worker.cancel()
+        return _forward_from_src(code.src, code.globals, co_fields)
+    globals_copy = code.globals.copy()
+    key = fx_graph_module._loader.cache(code.src, globals_copy, co_fields)
+    compiled = worker.code(key)
+    if compiled is None:
+        compiled = compile(code.src, key, "exec", dont_inherit=True)
+    exec(compiled, globals_copy)  # noqa: S102 (FX's _exec_with_source)
+    fn = globals_copy["forward"]
+    del globals_copy["forward"]
+    return fn
+
+
+def recompile(gm: GraphModule, early: EarlyCode | None = None) -> PythonCode | None:
     """``gm.recompile()`` with natively generated code: the same ``_code``,
     ``forward``, ``_lineno_map``, ``_prologue_start``, linecache entry and wrapped
     ``__call__``; child GraphModules are recompiled the same way. Classes that
-    define their own ``recompile`` (the lazy GraphModule) get theirs called."""
+    define their own ``recompile`` (the lazy GraphModule) get theirs called.
+    `early`: the code, written before the graph was edited into its present form."""
     if not isinstance(gm, GraphModule):
         raise TypeError(
             f"recompile needs a torch.fx.GraphModule, got {type(gm).__name__}"
         )
     cls = type(gm)
     if cls.recompile is not GraphModule.recompile or _profiler_metadata():
+        if early is not None:
+            early.cancel()
         result: PythonCode | None = gm.recompile()
         return result
     graph = gm._graph
     if isinstance(graph._codegen, _PyTreeCodeGen):
         gm._in_spec = graph._codegen.pytree_info.in_spec
         gm._out_spec = graph._codegen.pytree_info.out_spec
-    code = python_code(graph, "self")
+    code = python_code(graph, "self") if early is None else early.code
     gm._code = code.src
     gm._lineno_map = code._lineno_map
     gm._prologue_start = code._prologue_start
     co_fields: dict[str, Any] = graph._co_fields if hasattr(graph, "_co_fields") else {}
-    cls.forward = _forward_from_src(gm._code, code.globals, co_fields)
+    cls.forward = _forward(code, co_fields, None if early is None else early.worker)
     cls_call = cls.__call__ if "__call__" in vars(cls) else None
     if "_wrapped_call" not in vars(cls):
         cls._wrapped_call = _WrappedCall(cls, cls_call)  # type: ignore[attr-defined]
@@ -326,11 +424,11 @@ _call_wrapped.__name__ = "call_wrapped"
 _call_wrapped.__qualname__ = "GraphModule.recompile.<locals>.call_wrapped"
 
 
-def set_graph(gm: GraphModule, graph: Graph) -> None:
+def set_graph(gm: GraphModule, graph: Graph, early: EarlyCode | None = None) -> None:
     """``gm.graph = graph`` (FX's setter: own the graph, recompile) with
     :func:`recompile`: the hook for passes that build their output module."""
     if not isinstance(graph, Graph):
         raise TypeError(f"set_graph needs a torch.fx.Graph, got {type(graph).__name__}")
     gm._graph = graph
     graph.owning_module = gm
-    recompile(gm)
+    recompile(gm, early)

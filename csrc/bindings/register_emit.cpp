@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "../core/emit.hpp"
 #include "pybind11.hpp"
@@ -81,13 +82,21 @@ public:
     ~PyEmitter() = default;
 
     /// Returns (src, globals, lineno_map, prologue_start), or a str: why the
-    /// graph is not covered.
+    /// graph is not covered. `redirect` (node -> node) rewrites references to
+    /// nodes in arguments, as ``replace_all_uses_with`` would; with
+    /// `users_from_nodes`, a node's users are the given nodes that read it (not
+    /// ``node.users``): together they emit a planned edit of the graph (the
+    /// nodes it keeps, in their new order) before it is made.
     py::object emit(const py::iterable& nodes,
                     const std::string& root_module,
                     const std::string& return_prefix,
                     const std::string& return_suffix,
-                    const py::function& gen_fn_def) {
+                    const py::function& gen_fn_def,
+                    const py::dict& redirect,
+                    bool users_from_nodes) {
         Call c(*this);
+        c.redirect = redirect.ptr();
+        c.users_from_nodes = users_from_nodes;
         try {
             c.read(nodes);
         } catch(const NotCovered& e) {
@@ -169,6 +178,20 @@ private:
         std::unordered_map<PyObject*, std::int32_t> callee_of;
         std::unordered_map<PyObject*, std::int32_t> type_of;
         std::unordered_map<PyTypeObject*, int> kind_of;
+        PyObject* redirect = nullptr;   // dict: node -> the node its uses go to
+        bool users_from_nodes = false;  // else node.users
+
+        /// `node`, or what `table` maps it to.
+        static PyObject* mapped(PyObject* table, PyObject* node) {
+            if(PyDict_GET_SIZE(table) == 0) {
+                return node;
+            }
+            PyObject* to = PyDict_GetItemWithError(table, node);
+            if(to == nullptr && PyErr_Occurred() != nullptr) {
+                throw py::error_already_set();
+            }
+            return to != nullptr ? to : node;
+        }
 
         std::int32_t add_string(std::string_view s) {
             g.strings.push_back(s);
@@ -304,12 +327,16 @@ private:
                 const py::object type = attr(nd, s_type);
                 g.type.push_back(type.is_none() ? -1 : annotation(type.ptr()));
 
-                const py::object users = attr(nd, s_users);
-                const Py_ssize_t n_users = PyObject_Length(users.ptr());
-                if(n_users < 0) {
-                    throw py::error_already_set();
+                if(users_from_nodes) {
+                    g.no_users.push_back(1);  // (until a reader is found, below)
+                } else {
+                    const py::object users = attr(nd, s_users);
+                    const Py_ssize_t n_users = PyObject_Length(users.ptr());
+                    if(n_users < 0) {
+                        throw py::error_already_set();
+                    }
+                    g.no_users.push_back(n_users == 0 ? 1 : 0);
                 }
-                g.no_users.push_back(n_users == 0 ? 1 : 0);
 
                 std::uint8_t wrapped = 0;
                 if(nop == core::NodeOp::call_function) {
@@ -362,12 +389,18 @@ private:
                 }
                 pos = 0;
                 while(PyDict_Next(inputs.ptr(), &pos, &k, &v)) {
-                    g.in.push_back(key_of(k));
+                    g.in.push_back(key_of(mapped(redirect, k)));
                 }
                 g.in_off.push_back(static_cast<std::int32_t>(g.in.size()));
             }
             if(PyErr_Occurred() != nullptr) {
                 throw py::error_already_set();
+            }
+            if(users_from_nodes) {
+                const std::unordered_set<std::uint64_t> read(g.in.begin(), g.in.end());
+                for(std::size_t i = 0; i < g.key.size(); ++i) {
+                    g.no_users[i] = read.count(g.key[i]) == 0 ? 1 : 0;
+                }
             }
         }
 
@@ -500,7 +533,7 @@ private:
             if(PyObject_TypeCheck(
                    o, reinterpret_cast<PyTypeObject*>(em.node_type_.ptr()))) {
                 g.tok.push_back(core::tok::node);
-                g.tok.push_back(static_cast<std::int64_t>(key_of(o)));
+                g.tok.push_back(static_cast<std::int64_t>(key_of(mapped(redirect, o))));
                 return;
             }
             if(o == Py_None) {
@@ -654,6 +687,8 @@ void register_emit(py::module_& m) {
              "return_prefix"_a,
              "return_suffix"_a,
              "gen_fn_def"_a,
+             "redirect"_a = py::dict(),
+             "users_from_nodes"_a = false,
              "(src, globals, lineno_map, prologue_start), or the reason (str) the "
              "graph is not covered.");
     m.def(

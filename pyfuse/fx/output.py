@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule
 
-from ..codegen import set_graph
+from ..codegen import EarlyCode, set_graph
 from .fusers import new_module, registration_hooks
 
 __all__ = ["build_output"]
@@ -23,9 +23,11 @@ def build_output(
     graph: Graph,
     replaced: dict[str, torch.nn.Module],
     lazy: bool,
+    early: EarlyCode | None = None,
 ) -> GraphModule:
     """``GraphModule(model, graph)`` with ``replaced`` modules at their paths,
-    leaving ``model``'s own module tree untouched."""
+    leaving ``model``'s own module tree untouched. `early`: the output's code,
+    written (and perhaps compiling) before `graph` was edited."""
     from torch.fx._lazy_graph_module import _LazyGraphModule
     from torch.fx.graph import CodeGen
 
@@ -106,5 +108,5 @@ def build_output(
     graph._tracer_extras = None
     graph._co_fields = {}
     # `out.graph = graph`, with the code written by the native emitter (same text)
-    set_graph(out, graph)
+    set_graph(out, graph, early)
     return out

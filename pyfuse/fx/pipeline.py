@@ -10,6 +10,9 @@ Steps of :func:`fuse` (N nodes, F fusions), one module each under ``pyfuse.fx``:
    would get wrong. Matches whose root module is also used at another site in a
    different way are excluded and the graph is matched again (the reference fuses
    them and silently changes the other site's result). Nothing is mutated yet.
+   The output's code is written now, from the edit the fusions plan (and
+   compiled in a worker process meanwhile, where that pays), so that
+   CPython's ``compile()`` overlaps the steps below.
 4. Call the fuser methods (:mod:`~pyfuse.fx.fusers`, BN folds batched by
    :mod:`~pyfuse.fx.folding`), still mutating nothing, so a failure in any of
    these steps leaves the model exactly as it was.
@@ -27,7 +30,9 @@ from typing import Any, Literal, overload
 
 import torch
 from torch.fx import GraphModule, Node
+from torch.fx.graph import CodeGen
 
+from ..codegen import early_code
 from ..engine.flatten import Flat, flatten
 from ..engine.gcpause import gc_paused
 from ..engine.matching import Match, match_graph
@@ -46,7 +51,7 @@ from .fusers import conv_bn_pairs, fast_conv_bn, fast_conv_bn_relu
 from .output import build_output
 from .plan import Plan, configs, fuse_custom_config_of, plan_for
 from .prepare import Fusion, Modules, prepare
-from .rewrite import edit
+from .rewrite import edit, plan_edit
 
 __all__ = ["analyze", "call_fusers", "fuse", "fuse_fx", "record"]
 
@@ -63,13 +68,23 @@ def _fuse(
     plan = plan_for(backend_config)
     report = FuseReport()
     flat, fusions, failure = analyze(model, is_qat, plan, report)
-    replaced = call_fusers(fusions, is_qat, failure)
-    if return_report:
-        record(fusions, report)
-    check_targets(model, flat)
-    # Nothing above mutated the model; from here on nothing can fail on user input.
-    graph = edit(model.graph, fusions)
-    out = build_output(model, graph, replaced, lazy)
+    early = None
+    if not lazy and failure is None:
+        planned = plan_edit(model.graph, fusions)
+        if planned is not None:
+            early = early_code(model.graph, planned, CodeGen())
+    try:
+        replaced = call_fusers(fusions, is_qat, failure)
+        if return_report:
+            record(fusions, report)
+        check_targets(model, flat)
+        # Nothing above mutated the model; from here on nothing can fail on user input.
+        graph = edit(model.graph, fusions)
+        out = build_output(model, graph, replaced, lazy, early)
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
     return (out, report) if return_report else out
 
 

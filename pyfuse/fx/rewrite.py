@@ -10,16 +10,23 @@ from __future__ import annotations
 import torch
 from torch.fx import Graph, Node
 
+from ..codegen import PlannedEdit
 from .checks import read_outside, simple
 from .prepare import Fusion
 
-__all__ = ["edit", "rebuild"]
+__all__ = ["edit", "plan_edit", "rebuild"]
+
+
+def _in_place(fusions: list[Fusion]) -> bool:
+    return not any(
+        f.unclaimed_root or (not simple(f) and read_outside(f)) for f in fusions
+    )
 
 
 def edit(graph: Graph, fusions: list[Fusion]) -> Graph:
     """Apply `fusions` to `graph`: each root node takes its match's last node's
     place and the rest of the match is erased. Returns the edited graph."""
-    if any(f.unclaimed_root or (not simple(f) and read_outside(f)) for f in fusions):
+    if not _in_place(fusions):
         return rebuild(graph, fusions)
     # Extra inputs first, so redirecting other fusions' last nodes updates them.
     for f in fusions:
@@ -35,6 +42,25 @@ def edit(graph: Graph, fusions: list[Fusion]) -> Graph:
             if n is not root:
                 graph.erase_node(n)
     return graph
+
+
+def plan_edit(graph: Graph, fusions: list[Fusion]) -> PlannedEdit | None:
+    """What :func:`edit` will do, described without doing it (for writing the
+    output's code before the fusers run); None for an edit that adds inputs or
+    rebuilds the graph (its code is written after it)."""
+    if any(f.extra_inputs for f in fusions) or not _in_place(fusions):
+        return None
+    at_last: dict[Node, Node] = {}
+    redirect: dict[Node, Node] = {}
+    claimed: set[Node] = set()
+    for f in fusions:
+        last, root = f.match.last, f.root_node
+        claimed.update(f.match.claimed)
+        at_last[last] = root
+        if root is not last:
+            redirect[last] = root
+    nodes = [at_last.get(n, n) for n in graph.nodes if n not in claimed or n in at_last]
+    return PlannedEdit(nodes, redirect)
 
 
 def rebuild(graph: Graph, fusions: list[Fusion]) -> Graph:

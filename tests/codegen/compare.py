@@ -30,3 +30,16 @@ def same_code(graph: Graph, root_module: str = "self") -> str | None:
     assert got._lineno_map == ref._lineno_map
     assert got._prologue_start == ref._prologue_start
     return None
+
+
+def module_code_is_fxs(gm) -> None:
+    """Asserts a GraphModule's code is what FX writes for its graph now (source,
+    line map, prologue start, the globals its forward sees): for outputs whose
+    code was written before their graph was edited."""
+    ref = gm.graph.python_code("self")
+    assert gm.code == ref.src
+    assert gm._lineno_map == ref._lineno_map
+    assert gm._prologue_start == ref._prologue_start
+    forward_globals = type(gm).forward.__globals__
+    for name, obj in ref.globals.items():
+        assert forward_globals[name] is obj, name

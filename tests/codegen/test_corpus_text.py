@@ -1,6 +1,7 @@
 """The emitter writes FX's text for every graph the model corpus builds: each model
 traced (eval and train), fused by pyfuse (every backend it is checked with, eval
-and QAT), exported with torch.export (and after run_decompositions). None of
+and QAT; the output's code, written before its graph was edited, is FX's text of
+the edited graph), exported with torch.export (and after run_decompositions). None of
 these graphs may fall back to FX."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch.fx
 
 import pyfuse
 from pyfuse import codegen
-from tests.codegen.compare import same_code
+from tests.codegen.compare import module_code_is_fxs, same_code
 from tests.support.corpus import BACKENDS, MODELS, MODELS_BY_NAME
 
 NAMES = [cm.name for cm in MODELS]
@@ -56,6 +57,8 @@ def test_traced_and_fused(name):
             out = _fused(name, train, backend)
             if out is not None:
                 assert same_code(out.graph) is None
+                # (written from the planned edit, before the graph was edited)
+                module_code_is_fxs(out)
                 graphs += 1
     assert graphs >= 2
 

@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     "pyfuse.engine.patterns": 2,
     "pyfuse.engine.flatten": 3,
     "pyfuse.engine.matching": 4,
+    # compile() in a worker process (plain Python: no torch, no pyfuse imports)
+    "pyfuse.compileworker": 2,
     # the native code emitter (pyfuse.recompile), used by both flows' outputs
     "pyfuse.codegen": 5,
     # the FX pass, stage by stage

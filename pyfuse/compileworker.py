@@ -1,0 +1,143 @@
+"""CPython's ``compile()`` of generated code, in a second process.
+
+Compiling a large graph's ``forward`` is the largest single step of a pass (about
+20 us per node: 0.2 s at 35k nodes) and holds the GIL throughout, so no thread
+can share it. A pass that knows its output's source before its other work (the
+FX pass emits the text of its planned edit) can hand the source to a worker
+process, a bare interpreter (``python -I -S``, the same executable), do the rest
+of its work meanwhile on another CPU, and take the code object back (marshal)
+when it builds its output. The source, ``compile()`` flags and optimisation level
+are the ones FX uses, so the code object is the same; its file name (FX's
+``<eval_with_key>.N``, known only when the output is built) is set on the way
+back. Any failure of the worker (it cannot start, exits badly, another Python
+answers) leaves the caller to compile in process, as FX does.
+
+Used only where it pays: at least 2 CPUs and graphs of :data:`MIN_NODES` nodes
+(a worker's start-up costs a few ms of the other CPU). ``PYFUSE_COMPILE_WORKER=0``
+turns it off.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import subprocess
+import sys
+import types
+
+__all__ = ["MIN_NODES", "PEAK_KIB", "Worker", "wanted"]
+
+#: Graphs below this size compile in process (20 us a node: a worker pays from a
+#: few thousand nodes up; below, its start-up is most of the time saved).
+MIN_NODES = 4000
+
+#: The resident-set high-water mark of the last worker that finished, in KiB (0
+#: where the platform does not say): for memory figures, which must count it.
+PEAK_KIB = [0]
+
+_SCRIPT = """\
+import marshal, sys
+if sys.hexversion != int(sys.argv[1]):
+    sys.exit(3)
+src = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
+code = compile(src, "<pyfuse>", "exec", dont_inherit=True, optimize=int(sys.argv[2]))
+try:
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.platform == "darwin":  # (bytes there)
+        peak //= 1024
+except Exception:
+    peak = 0
+sys.stdout.buffer.write(marshal.dumps((code, peak)))
+"""
+
+
+def _cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def wanted(n_nodes: int) -> bool:
+    """Whether compiling a graph of `n_nodes` nodes in a worker pays here."""
+    setting = os.environ.get("PYFUSE_COMPILE_WORKER", "")
+    if setting == "0" or not sys.executable:
+        return False
+    return n_nodes >= MIN_NODES and _cpus() >= 2
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    """`code` and the code objects it holds, with `filename` as their file."""
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, types.CodeType) else c
+        for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+class Worker:
+    """One source compiled in a child process: :meth:`send` it, then take the
+    code object with :meth:`code` (or :meth:`cancel`)."""
+
+    def __init__(self) -> None:
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-c",
+                    _SCRIPT,
+                    str(sys.hexversion),
+                    str(sys.flags.optimize),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError:
+            self._proc = None
+
+    def send(self, src: str) -> None:
+        """Start compiling `src` (the whole module text ``exec``'d by FX)."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        try:
+            proc.stdin.write(src.encode("utf-8", "surrogatepass"))
+            proc.stdin.close()
+        except OSError:  # the worker died (it is waited for in `code`)
+            pass
+
+    def code(self, filename: str) -> types.CodeType | None:
+        """The compiled code, named `filename`; None if the worker failed (the
+        caller compiles in process)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.stdout is None:
+            return None
+        try:
+            out = proc.stdout.read()
+        finally:
+            proc.stdout.close()
+            rc = proc.wait()
+        if rc != 0:
+            return None
+        try:
+            code, peak = marshal.loads(out)
+        except (EOFError, ValueError, TypeError):
+            return None
+        if not isinstance(code, types.CodeType):
+            return None
+        PEAK_KIB[0] = peak if isinstance(peak, int) else 0
+        return _renamed(code, filename)
+
+    def cancel(self) -> None:
+        """Stop the worker (the pass failed); idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        proc.wait()
