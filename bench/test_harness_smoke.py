@@ -208,8 +208,8 @@ def test_profile_split(tmp_path: Path) -> None:
     split, heap = text.split("Python heap during one call", 1)
     header, *rows = _table_rows("### x\n" + split, "x")
     assert header == [
-        "workload", "side", "wall s (unprofiled)", "profiled s", "FX codegen",
-        "python_code s", "compile s", "weight fold", "rest",
+        "workload", "side", "wall s (unprofiled)", "profiled s", "codegen",
+        "text s", "compile s", "weight fold", "rest",
     ]  # fmt: skip
     assert [r[0] for r in rows] == ["resnet-16", "mobilenet_v2"]
     for r in rows:

@@ -2,8 +2,10 @@
 
 The call's profiled time is split into
 
-* **FX code generation**: ``Graph.python_code`` (the source text) and the
-  builtin ``compile`` of it, as ``GraphModule.recompile()`` does them;
+* **code generation**: the source text (FX's ``Graph.python_code``, or pyfuse's
+  native emitter) and the builtin ``compile`` of it, as
+  ``GraphModule.recompile()`` does them (for pyfuse on large graphs: the wait
+  for its compile worker and loading the code it sends);
 * **weight arithmetic**: BatchNorm folding (torch's ``fuse_conv_bn_weights`` /
   ``fuse_linear_bn_weights`` and pyfuse's batched fold);
 * **the rest**: matching, checks, module creation, graph edits, collections:
@@ -34,14 +36,21 @@ __all__ = [
     "profile_split",
 ]
 
-#: (file suffix, function name) of FX code generation
-_CODEGEN = (
+#: (file suffix, function name) of code generation: the text (FX's
+#: ``Graph.python_code`` or pyfuse's native emitter) and its compilation (the
+#: builtin ``compile``, or waiting for pyfuse's compile worker and loading its code)
+_CODE_TEXT = (
     ("torch/fx/graph.py", "python_code"),
+    ("pyfuse/codegen.py", "try_python_code"),
+)
+_CODEGEN = (
+    *_CODE_TEXT,
     ("~", "<built-in method builtins.compile>"),
+    ("pyfuse/compileworker.py", "code"),
 )
 #: function names of the weight folding (torch's and pyfuse's)
 _FOLD_TORCH = ("fuse_conv_bn_weights", "fuse_linear_bn_weights")
-_FOLD_OURS = ("prefold", "_fold")
+_FOLD_OURS = ("batch_folds", "_fold")
 
 
 @dataclass
@@ -53,7 +62,7 @@ class Split:
     wall: float
     profiled: float
     codegen: float
-    #: of which ``Graph.python_code`` (the rest of ``codegen`` is ``compile``)
+    #: of which the text (the rest of ``codegen`` is its compilation)
     python_code: float
     fold: float
     top_rest: list[tuple[str, float]] = field(default_factory=list)
@@ -97,7 +106,11 @@ def profile_split(case: Case, side: str = "pyfuse", top: int = 8) -> Split:
     raw = st.stats  # type: ignore[attr-defined]
     total = float(st.total_tt)  # type: ignore[attr-defined]
     codegen = sum(v[3] for k, v in raw.items() if _is_codegen(k))
-    text = sum(v[3] for k, v in raw.items() if _is_codegen(k) and k[2] == "python_code")
+    text = sum(
+        v[3]
+        for k, v in raw.items()
+        if any(k[0].endswith(f) and k[2] == n for f, n in _CODE_TEXT)
+    )
     fold = sum(v[3] for k, v in raw.items() if _is_fold(k))
     # the largest own times outside codegen and folding (their callees excluded)
     inside = _callees_of(raw, lambda k: _is_codegen(k) or _is_fold(k))
@@ -242,8 +255,8 @@ def format_splits(splits: Sequence[Split]) -> str:
                 "side",
                 "wall s (unprofiled)",
                 "profiled s",
-                "FX codegen",
-                "python_code s",
+                "codegen",
+                "text s",
                 "compile s",
                 "weight fold",
                 "rest",
