@@ -79,10 +79,11 @@ def test_fresh_process_tables_fill(tmp_path: Path) -> None:
             assert f["fold_floor"] > 0
             assert row["pairs"] > 0
         header, *rows = _table_rows(text, t["title"])
-        assert header[-5:] == [
+        assert header[-6:] == [
             "model MiB",
             "ref +MiB",
             "pyfuse +MiB",
+            "of which worker MiB",
             "lazy +MiB",
             "check",
         ]

@@ -103,13 +103,15 @@ def run_child(
     wall, cpu, out = timed_call(fn, built, case.qat, gc_off)
     # (a compile worker's whole resident set counts on top: a bound on what
     # both processes held at once)
-    peak = peak_bytes() + compileworker.PEAK_KIB[0] * 1024
+    worker = compileworker.PEAK_KIB[0] * 1024
+    peak = peak_bytes() + worker
     n = _count_fusions_weak(out, before)
     result.update(
         wall=wall,
         cpu=cpu,
         peak_bytes=None if base is None else max(0, peak - base),
         model_bytes=None if rss0 is None or rss1 is None else rss1 - rss0,
+        worker_bytes=worker,
         exact_peak=exact_peak,
         fusions=n,
         errors=count_errors(side, built, n, W.node_count(out)),
@@ -220,7 +222,14 @@ def measure_fresh(
             if not r["exact_peak"]:
                 res.notes.append("peak memory: process-lifetime ru_maxrss")
             res.add(
-                side, Sample(r["wall"], r["cpu"], r["peak_bytes"], r["model_bytes"])
+                side,
+                Sample(
+                    r["wall"],
+                    r["cpu"],
+                    r["peak_bytes"],
+                    r["model_bytes"],
+                    worker_bytes=r["worker_bytes"],
+                ),
             )
             if side == "ref":
                 res.fusions = r["fusions"]

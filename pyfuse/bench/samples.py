@@ -33,6 +33,8 @@ class Sample:
     peak_bytes: int | None = None
     #: the model's own RSS (fresh condition only)
     model_bytes: int | None = None
+    #: of ``peak_bytes``, the compile worker's peak RSS (fresh condition only)
+    worker_bytes: int | None = None
     codegen_floor: float | None = None
     fold_floor: float | None = None
 

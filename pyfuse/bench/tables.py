@@ -115,6 +115,7 @@ class _Medians:
     fold: float | None
     mem_ref: float | None
     mem_py: float | None
+    mem_worker: float | None
     mem_lazy: float | None
     model: float | None
 
@@ -131,6 +132,7 @@ class _Medians:
             s.median(floors, "fold_floor"),
             mib(s.median("ref", "peak_bytes")),
             mib(s.median("pyfuse", "peak_bytes")),
+            mib(s.median("pyfuse", "worker_bytes")),
             mib(s.median("lazy", "peak_bytes")),
             mib(s.median("pyfuse", "model_bytes") or s.median("ref", "model_bytes")),
         )
@@ -164,6 +166,7 @@ def _cells(
             fmt_mib(m.model),
             fmt_mib(m.mem_ref),
             fmt_mib(m.mem_py),
+            fmt_mib(m.mem_worker),
             fmt_mib(m.mem_lazy),
         ]
     return [*cells, check]
@@ -184,7 +187,13 @@ HEADERS = [
     "fold floor s",
     "pyfuse/floors",
 ]
-MEMORY_HEADERS = ["model MiB", "ref +MiB", "pyfuse +MiB", "lazy +MiB"]
+MEMORY_HEADERS = [
+    "model MiB",
+    "ref +MiB",
+    "pyfuse +MiB",
+    "of which worker MiB",
+    "lazy +MiB",
+]
 
 
 def _check(r: Samples) -> str:

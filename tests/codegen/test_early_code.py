@@ -5,7 +5,10 @@ FX's text of the edited graph, and the forward the one FX's ``recompile`` makes.
 from __future__ import annotations
 
 import linecache
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,7 +99,8 @@ def test_worker_code_equals_in_process_compile():
     inner = [c for c in got.co_consts if hasattr(c, "co_filename")]
     assert [c.co_filename for c in inner] == ["<eval_with_key>.x"]
     assert inner == [c for c in want.co_consts if hasattr(c, "co_filename")]
-    assert compileworker.PEAK_KIB[0] > 0
+    if sys.platform == "linux":
+        assert compileworker.PEAK_KIB[0] > 0
 
 
 @pytest.mark.parametrize("breakage", ["no interpreter", "another Python", "bad output"])
@@ -143,11 +147,25 @@ def test_a_failing_fuser_stops_the_worker_and_leaves_the_model(worker_always):
     assert worker_always[0].returncode is not None  # killed and reaped
 
 
-def test_the_worker_is_off_when_asked_and_below_its_size(monkeypatch):
+def test_the_worker_runs_only_where_it_pays_and_is_allowed(monkeypatch):
+    monkeypatch.delenv("PYFUSE_COMPILE_WORKER", raising=False)
+    monkeypatch.setattr(compileworker, "_cpus", lambda: 2)
+    monkeypatch.setattr(compileworker.sys, "executable", "/usr/bin/python3.11")
+    assert compileworker.wanted(compileworker.MIN_NODES)
+    assert not compileworker.wanted(compileworker.MIN_NODES - 1)
     monkeypatch.setenv("PYFUSE_COMPILE_WORKER", "0")
     assert not compileworker.wanted(10**6)
     monkeypatch.delenv("PYFUSE_COMPILE_WORKER")
-    assert not compileworker.wanted(compileworker.MIN_NODES - 1)
+    monkeypatch.setattr(compileworker, "_cpus", lambda: 1)
+    assert not compileworker.wanted(10**6)
+    monkeypatch.setattr(compileworker, "_cpus", lambda: 2)
+    # an embedded Python's host program, or a frozen application: not run
+    for host in ("/usr/bin/uwsgi", ""):
+        monkeypatch.setattr(compileworker.sys, "executable", host)
+        assert not compileworker.wanted(10**6)
+    monkeypatch.setattr(compileworker.sys, "executable", "/usr/bin/python3.11")
+    monkeypatch.setattr(compileworker.sys, "frozen", True, raising=False)
+    assert not compileworker.wanted(10**6)
 
 
 def test_a_large_graph_compiles_in_a_worker(monkeypatch):
@@ -206,3 +224,36 @@ def test_a_value_only_an_erased_node_read_is_freed_where_fx_frees_it():
     assert out.code == ref.code
     assert "other = None" in out.code
     module_code_is_fxs(out)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="code positions: Python 3.11+")
+def test_the_worker_compiles_as_this_interpreter_does_without_column_positions():
+    """(The worker runs without -X no_debug_ranges: the code object it sends is
+    stripped of columns when this interpreter makes it.)"""
+    script = """
+import torch.fx, pyfuse
+from pyfuse import compileworker
+from tests.codegen.test_early_code import DeadEnds
+compileworker.MIN_NODES = 0
+compileworker._cpus = lambda: 2
+out = pyfuse.fuse(torch.fx.symbolic_trace(DeadEnds().eval()), False)
+got = type(out).forward.__code__
+want = [c for c in compile(out.code, got.co_filename, "exec", dont_inherit=True)
+        .co_consts if hasattr(c, "co_positions")][0]
+assert compileworker.PEAK_KIB[0] > 0, "the worker did not run"
+assert list(got.co_positions()) == list(want.co_positions())
+assert all(p[2] is None for p in got.co_positions())
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYFUSE_COMPILE_WORKER"}
+    done = subprocess.run(
+        [sys.executable, "-X", "no_debug_ranges", "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
