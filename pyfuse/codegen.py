@@ -347,8 +347,8 @@ class EarlyCode:
 
 def early_code(graph: Graph, edit: PlannedEdit, codegen: CodeGen) -> EarlyCode | None:
     """The code `graph` will have once `edit` is made and `codegen` is its code
-    generator, with its compilation started in a worker if that pays; None where
-    the emitter does not cover it (FX writes it after the edit)."""
+    generator, with its compilation started in a worker if that is wanted; None
+    where the emitter does not cover it (FX writes it after the edit)."""
     worker = Worker() if wanted(len(edit.nodes)) else None
     got = try_python_code(graph, "self", codegen=codegen, edit=edit)
     if isinstance(got, str):

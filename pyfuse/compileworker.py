@@ -19,7 +19,8 @@ Used only where it pays: at least 2 CPUs and graphs of :data:`MIN_NODES` nodes
 the worker: its peak resident set is ~10 MiB of interpreter plus ~6 KB per line
 of source (98 MiB for a 35k-node ResNet-like graph's forward), where compiling
 in process adds less to the caller's own peak (~20 MiB there), as it reuses
-memory the pass freed. ``PYFUSE_COMPILE_WORKER=0`` turns it off.
+memory the pass freed. ``PYFUSE_COMPILE_WORKER=0`` turns it off, ``=1`` uses it
+for every graph (the test suite runs the FX pass's contract tests so too).
 """
 
 from __future__ import annotations
@@ -74,10 +75,12 @@ def _interpreter() -> bool:
 
 
 def wanted(n_nodes: int) -> bool:
-    """Whether compiling a graph of `n_nodes` nodes in a worker pays here."""
-    if os.environ.get("PYFUSE_COMPILE_WORKER", "") == "0":
+    """Whether to compile a graph of `n_nodes` nodes in a worker here: where it
+    pays, or always with ``PYFUSE_COMPILE_WORKER=1`` (tests, measurements)."""
+    setting = os.environ.get("PYFUSE_COMPILE_WORKER", "")
+    if setting == "0" or not _interpreter():
         return False
-    return n_nodes >= MIN_NODES and _cpus() >= 2 and _interpreter()
+    return setting == "1" or (n_nodes >= MIN_NODES and _cpus() >= 2)
 
 
 def _renamed(code: types.CodeType, filename: str) -> types.CodeType:

@@ -10,9 +10,10 @@ Steps of :func:`fuse` (N nodes, F fusions), one module each under ``pyfuse.fx``:
    would get wrong. Matches whose root module is also used at another site in a
    different way are excluded and the graph is matched again (the reference fuses
    them and silently changes the other site's result). Nothing is mutated yet.
-   The output's code is written now, from the edit the fusions plan (and
-   compiled in a worker process meanwhile, where that pays), so that
-   CPython's ``compile()`` overlaps the steps below.
+   On large graphs the output's code is written now, from the edit the
+   fusions plan, and compiled in a worker process meanwhile
+   (:mod:`pyfuse.compileworker`), so that CPython's ``compile()`` overlaps the
+   steps below.
 4. Call the fuser methods (:mod:`~pyfuse.fx.fusers`, BN folds batched by
    :mod:`~pyfuse.fx.folding`), still mutating nothing, so a failure in any of
    these steps leaves the model exactly as it was.
@@ -33,6 +34,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.graph import CodeGen
 
 from ..codegen import early_code
+from ..compileworker import wanted
 from ..engine.flatten import Flat, flatten
 from ..engine.gcpause import gc_paused
 from ..engine.matching import Match, match_graph
@@ -51,7 +53,7 @@ from .fusers import conv_bn_pairs, fast_conv_bn, fast_conv_bn_relu
 from .output import build_output
 from .plan import Plan, configs, fuse_custom_config_of, plan_for
 from .prepare import Fusion, Modules, prepare
-from .rewrite import edit, plan_edit
+from .rewrite import edit, output_size, plan_edit
 
 __all__ = ["analyze", "call_fusers", "fuse", "fuse_fx", "record"]
 
@@ -69,7 +71,8 @@ def _fuse(
     report = FuseReport()
     flat, fusions, failure = analyze(model, is_qat, plan, report)
     early = None
-    if not lazy and failure is None:
+    # (only where a worker will compile it: writing the code early costs a little)
+    if not lazy and failure is None and wanted(output_size(model.graph, fusions)):
         planned = plan_edit(model.graph, fusions)
         if planned is not None:
             early = early_code(model.graph, planned, CodeGen())

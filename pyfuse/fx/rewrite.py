@@ -14,7 +14,7 @@ from ..codegen import PlannedEdit
 from .checks import read_outside, simple
 from .prepare import Fusion
 
-__all__ = ["edit", "plan_edit", "rebuild"]
+__all__ = ["edit", "output_size", "plan_edit", "rebuild"]
 
 
 def _in_place(fusions: list[Fusion]) -> bool:
@@ -42,6 +42,11 @@ def edit(graph: Graph, fusions: list[Fusion]) -> Graph:
             if n is not root:
                 graph.erase_node(n)
     return graph
+
+
+def output_size(graph: Graph, fusions: list[Fusion]) -> int:
+    """The number of nodes `graph` keeps after `fusions` (each keeps one node)."""
+    return len(graph.nodes) - sum(len(f.match.claimed) - 1 for f in fusions)
 
 
 def plan_edit(graph: Graph, fusions: list[Fusion]) -> PlannedEdit | None:
