@@ -78,9 +78,9 @@ def wanted(n_nodes: int) -> bool:
     """Whether to compile a graph of `n_nodes` nodes in a worker here: where it
     pays, or always with ``PYFUSE_COMPILE_WORKER=1`` (tests, measurements)."""
     setting = os.environ.get("PYFUSE_COMPILE_WORKER", "")
-    if setting == "0" or not _interpreter():
-        return False
-    return setting == "1" or (n_nodes >= MIN_NODES and _cpus() >= 2)
+    if setting == "1":
+        return _interpreter()
+    return setting != "0" and n_nodes >= MIN_NODES and _cpus() >= 2 and _interpreter()
 
 
 def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
