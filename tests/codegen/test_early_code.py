@@ -21,6 +21,10 @@ from pyfuse.bench.workloads import resnet_like
 from tests.codegen.compare import module_code_is_fxs
 from tests.support.contract import reference_fuse
 
+# (quick: the worker reads FX's loader and compile flags, and marshal, which may
+# change with the Python or torch version)
+pytestmark = pytest.mark.quick
+
 
 class DeadEnds(nn.Module):
     """Fused chains whose results nobody reads, next to one that is read: FX frees
