@@ -41,7 +41,7 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.fx.node import _get_qualified_name, _type_repr
 
 from . import _core
-from .compileworker import Worker, wanted
+from .compileworker import Worker
 
 __all__ = [
     "CHECKED_TORCH",
@@ -334,29 +334,26 @@ def _profiler_metadata() -> bool:
 class EarlyCode:
     """A GraphModule's code written before its graph was edited (see
     :class:`PlannedEdit`), and its ``compile()`` under way in a worker process
-    where that pays (:mod:`pyfuse.compileworker`)."""
+    (:mod:`pyfuse.compileworker`)."""
 
     code: PythonCode
-    worker: Worker | None
+    worker: Worker
 
     def cancel(self) -> None:
         """Stop the worker: the edit will not be made."""
-        if self.worker is not None:
-            self.worker.cancel()
+        self.worker.cancel()
 
 
 def early_code(graph: Graph, edit: PlannedEdit, codegen: CodeGen) -> EarlyCode | None:
     """The code `graph` will have once `edit` is made and `codegen` is its code
-    generator, with its compilation started in a worker if that is wanted; None
-    where the emitter does not cover it (FX writes it after the edit)."""
-    worker = Worker() if wanted(len(edit.nodes)) else None
+    generator, its compilation started in a worker process; None where the
+    emitter does not cover it (FX writes it after the edit)."""
+    worker = Worker()  # (starting first: its start-up overlaps the emission)
     got = try_python_code(graph, "self", codegen=codegen, edit=edit)
     if isinstance(got, str):
-        if worker is not None:
-            worker.cancel()
+        worker.cancel()
         return None
-    if worker is not None:
-        worker.send(got.src)
+    worker.send(got.src)
     return EarlyCode(got, worker)
 
 

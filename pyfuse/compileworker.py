@@ -14,13 +14,16 @@ options, such as ``-X no_debug_ranges``, as they are created.) Any failure of
 the worker (it cannot start, exits badly, another Python answers) leaves the
 caller to compile in process, as FX does.
 
-Used only where it pays: at least 2 CPUs and graphs of :data:`MIN_NODES` nodes
-(a worker's start-up costs a few ms of the other CPU). The price is memory in
-the worker: its peak resident set is ~10 MiB of interpreter plus ~6 KB per line
-of source (98 MiB for a 35k-node ResNet-like graph's forward), where compiling
-in process adds less to the caller's own peak (~20 MiB there), as it reuses
-memory the pass freed. ``PYFUSE_COMPILE_WORKER=0`` turns it off, ``=1`` uses it
-for every graph (the test suite runs the FX pass's contract tests so too).
+Off by default: a worker costs memory. Its peak resident set is ~10 MiB of
+interpreter plus ~6 KB per line of source (98 MiB for a 35k-node ResNet-like
+graph's forward), where compiling in process adds less to the caller's own peak
+(~20 MiB there), as it reuses memory the pass freed; and a library that starts
+processes unasked surprises the programs that host it. Asked for (the FX pass's
+``compile_worker=True``, or ``PYFUSE_COMPILE_WORKER=1`` as the process's
+default), it runs only where it pays: at least 2 CPUs and graphs of
+:data:`MIN_NODES` nodes (a worker's start-up costs a few ms of the other CPU).
+``PYFUSE_COMPILE_WORKER=always`` uses it for every graph (the test suite runs
+the FX pass's contract tests so too).
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ import sys
 import types
 from pathlib import Path
 
-__all__ = ["MIN_NODES", "PEAK_KIB", "Worker", "wanted"]
+__all__ = ["ENV", "MIN_NODES", "PEAK_KIB", "Worker", "wanted"]
+
+#: The environment variable that sets the default: ``1`` on, ``0`` or unset off,
+#: ``always`` on for every graph.
+ENV = "PYFUSE_COMPILE_WORKER"
 
 #: Graphs below this size compile in process (20 us a node: a worker pays from a
 #: few thousand nodes up; below, its start-up is most of the time saved).
@@ -74,13 +81,16 @@ def _interpreter() -> bool:
     return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
-def wanted(n_nodes: int) -> bool:
-    """Whether to compile a graph of `n_nodes` nodes in a worker here: where it
-    pays, or always with ``PYFUSE_COMPILE_WORKER=1`` (tests, measurements)."""
-    setting = os.environ.get("PYFUSE_COMPILE_WORKER", "")
-    if setting == "1":
+def wanted(n_nodes: int, requested: bool | None = None) -> bool:
+    """Whether to compile a graph of `n_nodes` nodes in a worker: if `requested`
+    (None: as ``PYFUSE_COMPILE_WORKER`` says, off when unset) and it pays here;
+    with ``PYFUSE_COMPILE_WORKER=always`` (tests) for any graph."""
+    setting = os.environ.get(ENV, "")
+    if setting == "always":
         return _interpreter()
-    return setting != "0" and n_nodes >= MIN_NODES and _cpus() >= 2 and _interpreter()
+    if requested is None:
+        requested = setting == "1"
+    return requested and n_nodes >= MIN_NODES and _cpus() >= 2 and _interpreter()
 
 
 def _renamed(code: types.CodeType, filename: str) -> types.CodeType:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -51,6 +52,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import compileworker
 from . import load as L
 from . import realwidth
 from . import workloads as W
@@ -93,8 +95,18 @@ def header(args: argparse.Namespace) -> str:
         f"pyfuse bench, {now}: pyfuse {getattr(pyfuse, '__version__', '?')} (commit {_commit()}), "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
         f"{platform.python_version()}, {L.cores()} cores, gc "
-        f"{'disabled during timed calls' if args.gc == 'off' else 'enabled, collected before each timed call'}."
+        f"{'disabled during timed calls' if args.gc == 'off' else 'enabled, collected before each timed call'}, "
+        f"compile worker {_worker_setting()}."
     )
+
+
+def _worker_setting() -> str:
+    setting = os.environ.get(compileworker.ENV, "")
+    if setting == "always":
+        return "on for every graph (PYFUSE_COMPILE_WORKER=always)"
+    if setting == "1":
+        return f"on (graphs of {compileworker.MIN_NODES:,}+ output nodes)"
+    return "off (the default)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,6 +223,12 @@ def _parser() -> argparse.ArgumentParser:
         default="on",
         help="on (default): gc enabled, collected before each timed call; "
         "off: disabled during each timed call (both sides)",
+    )
+    p.add_argument(
+        "--compile-worker",
+        action="store_true",
+        help="pyfuse with compile_worker=True (its code compiled in a second "
+        "process on graphs of 4,000+ nodes; the worker's time and memory counted)",
     )
     p.add_argument(
         "--threshold",
@@ -365,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyfuse bench: {e}", file=sys.stderr)
         return 2
     log = (lambda _m: None) if args.quiet else _stderr
+    if args.compile_worker:  # (the measuring processes inherit it)
+        os.environ[compileworker.ENV] = "1"
     if args.threads:
         import torch
 

@@ -10,8 +10,8 @@ Steps of :func:`fuse` (N nodes, F fusions), one module each under ``pyfuse.fx``:
    would get wrong. Matches whose root module is also used at another site in a
    different way are excluded and the graph is matched again (the reference fuses
    them and silently changes the other site's result). Nothing is mutated yet.
-   On large graphs the output's code is written now, from the edit the
-   fusions plan, and compiled in a worker process meanwhile
+   With ``compile_worker`` on a large graph, the output's code is written now,
+   from the edit the fusions plan, and compiled in a worker process meanwhile
    (:mod:`pyfuse.compileworker`), so that CPython's ``compile()`` overlaps the
    steps below.
 4. Call the fuser methods (:mod:`~pyfuse.fx.fusers`, BN folds batched by
@@ -66,13 +66,18 @@ def _fuse(
     backend_config: Any,
     lazy: bool,
     return_report: bool,
+    compile_worker: bool | None,
 ) -> GraphModule | tuple[GraphModule, FuseReport]:
     plan = plan_for(backend_config)
     report = FuseReport()
     flat, fusions, failure = analyze(model, is_qat, plan, report)
     early = None
     # (only where a worker will compile it: writing the code early costs a little)
-    if not lazy and failure is None and wanted(output_size(model.graph, fusions)):
+    if (
+        not lazy
+        and failure is None
+        and wanted(output_size(model.graph, fusions), compile_worker)
+    ):
         planned = plan_edit(model.graph, fusions)
         if planned is not None:
             early = early_code(model.graph, planned, CodeGen())
@@ -100,6 +105,7 @@ def fuse(
     *,
     lazy: bool = ...,
     return_report: Literal[False] = ...,
+    compile_worker: bool | None = ...,
 ) -> GraphModule: ...
 @overload
 def fuse(
@@ -110,6 +116,7 @@ def fuse(
     *,
     lazy: bool = ...,
     return_report: Literal[True],
+    compile_worker: bool | None = ...,
 ) -> tuple[GraphModule, FuseReport]: ...
 @overload
 def fuse(
@@ -120,6 +127,7 @@ def fuse(
     *,
     lazy: bool = ...,
     return_report: bool,
+    compile_worker: bool | None = ...,
 ) -> GraphModule | tuple[GraphModule, FuseReport]: ...
 
 
@@ -131,6 +139,7 @@ def fuse(
     *,
     lazy: bool = False,
     return_report: bool = False,
+    compile_worker: bool | None = None,
 ) -> GraphModule | tuple[GraphModule, FuseReport]:
     """Fuse `model` as ``torch.ao.quantization.fx.fuse.fuse`` does.
 
@@ -145,6 +154,11 @@ def fuse(
             torch's native backend config.
         lazy: generate the output's code on first use (``_LazyGraphModule``).
         return_report: also return a :class:`FuseReport`.
+        compile_worker: on graphs of 4,000+ nodes (with 2+ CPUs), compile the
+            output's code in a short-lived second Python process while the pass
+            works: faster, at the cost of that process's memory (~100 MiB at 35k
+            nodes). None: as the ``PYFUSE_COMPILE_WORKER`` environment variable
+            says (``1`` on), else off.
 
     Returns:
         The fused GraphModule, or ``(GraphModule, FuseReport)``.
@@ -158,7 +172,7 @@ def fuse(
     fuse_custom_config, backend_config = configs(fuse_custom_config, backend_config)
     model = _require_graph_module(model)
     with gc_paused():
-        return _fuse(model, is_qat, backend_config, lazy, return_report)
+        return _fuse(model, is_qat, backend_config, lazy, return_report, compile_worker)
 
 
 def fuse_fx(
@@ -167,8 +181,10 @@ def fuse_fx(
     backend_config: Any = None,
     *,
     lazy: bool = False,
+    compile_worker: bool | None = None,
 ) -> GraphModule:
-    """pyfuse's ``torch.ao.quantization.quantize_fx.fuse_fx``: trace, then fuse (eval)."""
+    """pyfuse's ``torch.ao.quantization.quantize_fx.fuse_fx``: trace, then fuse
+    (eval; `lazy` and `compile_worker` as :func:`fuse` has them)."""
     from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
 
     if not isinstance(model, torch.nn.Module):
@@ -183,7 +199,12 @@ def fuse_fx(
     }
     traced = torch.fx.symbolic_trace(model)
     out: GraphModule = fuse(
-        traced, False, fuse_custom_config, backend_config, lazy=lazy
+        traced,
+        False,
+        fuse_custom_config,
+        backend_config,
+        lazy=lazy,
+        compile_worker=compile_worker,
     )
     attach_preserved_attrs_to_model(out, preserved)
     return out

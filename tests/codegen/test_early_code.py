@@ -46,8 +46,7 @@ class DeadEnds(nn.Module):
 @pytest.fixture
 def worker_always(monkeypatch):
     """Compile in a worker at any graph size (and count the workers)."""
-    monkeypatch.setattr(compileworker, "MIN_NODES", 0)
-    monkeypatch.delenv("PYFUSE_COMPILE_WORKER", raising=False)
+    monkeypatch.setenv("PYFUSE_COMPILE_WORKER", "always")
     started = []
     real_init = compileworker.Worker.__init__
 
@@ -151,28 +150,40 @@ def test_a_failing_fuser_stops_the_worker_and_leaves_the_model(worker_always):
     assert worker_always[0].returncode is not None  # killed and reaped
 
 
-def test_the_worker_runs_only_where_it_pays_and_is_allowed(monkeypatch):
+def test_the_worker_runs_only_where_asked_for_where_it_pays_and_is_allowed(
+    monkeypatch,
+):
     monkeypatch.delenv("PYFUSE_COMPILE_WORKER", raising=False)
     monkeypatch.setattr(compileworker, "_cpus", lambda: 2)
     monkeypatch.setattr(compileworker.sys, "executable", "/usr/bin/python3.11")
-    assert compileworker.wanted(compileworker.MIN_NODES)
-    assert not compileworker.wanted(compileworker.MIN_NODES - 1)
-    monkeypatch.setenv("PYFUSE_COMPILE_WORKER", "0")
-    assert not compileworker.wanted(10**6)
+    big, small = compileworker.MIN_NODES, compileworker.MIN_NODES - 1
+    assert not compileworker.wanted(10**6)  # off unless asked for
+    assert compileworker.wanted(big, True)
+    assert not compileworker.wanted(small, True)
+    for setting, default in [("1", True), ("0", False), ("", False)]:
+        monkeypatch.setenv("PYFUSE_COMPILE_WORKER", setting)
+        assert compileworker.wanted(big) is default
+        assert not compileworker.wanted(small)
+        assert compileworker.wanted(big, True)  # the argument wins
+        assert not compileworker.wanted(big, False)
+    monkeypatch.setenv("PYFUSE_COMPILE_WORKER", "always")
+    assert compileworker.wanted(1, False)
     monkeypatch.delenv("PYFUSE_COMPILE_WORKER")
     monkeypatch.setattr(compileworker, "_cpus", lambda: 1)
-    assert not compileworker.wanted(10**6)
+    assert not compileworker.wanted(10**6, True)
     monkeypatch.setattr(compileworker, "_cpus", lambda: 2)
     # an embedded Python's host program, or a frozen application: not run
     for host in ("/usr/bin/uwsgi", ""):
         monkeypatch.setattr(compileworker.sys, "executable", host)
-        assert not compileworker.wanted(10**6)
+        assert not compileworker.wanted(10**6, True)
     monkeypatch.setattr(compileworker.sys, "executable", "/usr/bin/python3.11")
     monkeypatch.setattr(compileworker.sys, "frozen", True, raising=False)
-    assert not compileworker.wanted(10**6)
+    assert not compileworker.wanted(10**6, True)
 
 
-def test_a_large_graph_compiles_in_a_worker(monkeypatch):
+@pytest.fixture
+def popens(monkeypatch):
+    """The processes compileworker starts, on a 2-CPU machine."""
     started = []
     real_popen = subprocess.Popen
 
@@ -184,10 +195,22 @@ def test_a_large_graph_compiles_in_a_worker(monkeypatch):
     monkeypatch.setattr(compileworker.subprocess, "Popen", popen)
     monkeypatch.setattr(compileworker, "_cpus", lambda: 2)
     monkeypatch.delenv("PYFUSE_COMPILE_WORKER", raising=False)
+    return started
+
+
+def test_a_large_graph_compiles_in_a_worker_when_asked(popens):
     gm = resnet_like(1400)  # 9,802 nodes, 4,202 after fusion
-    out = pyfuse.fuse(gm, True)
+    out = pyfuse.fuse(gm, True, compile_worker=True)
     assert len(out.graph.nodes) >= compileworker.MIN_NODES
-    assert [p.returncode for p in started] == [0]
+    assert [p.returncode for p in popens] == [0]
+    module_code_is_fxs(out)
+
+
+def test_by_default_no_process_is_started(popens):
+    out = pyfuse.fuse(resnet_like(1400), True)
+    assert len(out.graph.nodes) >= compileworker.MIN_NODES
+    out = pyfuse.fuse_fx(resnet_like(1400))
+    assert popens == []
     module_code_is_fxs(out)
 
 
@@ -238,8 +261,6 @@ def test_the_worker_compiles_as_this_interpreter_does_without_column_positions()
 import torch.fx, pyfuse
 from pyfuse import compileworker
 from tests.codegen.test_early_code import DeadEnds
-compileworker.MIN_NODES = 0
-compileworker._cpus = lambda: 2
 out = pyfuse.fuse(torch.fx.symbolic_trace(DeadEnds().eval()), False)
 got = type(out).forward.__code__
 want = [c for c in compile(out.code, got.co_filename, "exec", dont_inherit=True)
@@ -249,7 +270,7 @@ assert list(got.co_positions()) == list(want.co_positions())
 assert all(p[2] is None for p in got.co_positions())
 print("ok")
 """
-    env = {k: v for k, v in os.environ.items() if k != "PYFUSE_COMPILE_WORKER"}
+    env = {**os.environ, "PYFUSE_COMPILE_WORKER": "always"}
     done = subprocess.run(
         [sys.executable, "-X", "no_debug_ranges", "-c", script],
         cwd=Path(__file__).resolve().parents[2],
