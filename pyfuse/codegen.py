@@ -41,7 +41,7 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.fx.node import _get_qualified_name, _type_repr
 
 from . import _core
-from .compileworker import Worker
+from .compileworker import Compiler, InProcess, Worker
 
 __all__ = [
     "CHECKED_TORCH",
@@ -333,41 +333,46 @@ def _profiler_metadata() -> bool:
 @dataclasses.dataclass
 class EarlyCode:
     """A GraphModule's code written before its graph was edited (see
-    :class:`PlannedEdit`), and its ``compile()`` under way in a worker process
+    :class:`PlannedEdit`), and its ``compile()`` done or under way
     (:mod:`pyfuse.compileworker`)."""
 
     code: PythonCode
-    worker: Worker
+    compiler: Compiler
 
     def cancel(self) -> None:
-        """Stop the worker: the edit will not be made."""
-        self.worker.cancel()
+        """Drop the code: the edit will not be made."""
+        self.compiler.cancel()
 
 
-def early_code(graph: Graph, edit: PlannedEdit, codegen: CodeGen) -> EarlyCode | None:
+def early_code(
+    graph: Graph, edit: PlannedEdit, codegen: CodeGen, worker: bool = False
+) -> EarlyCode | None:
     """The code `graph` will have once `edit` is made and `codegen` is its code
-    generator, its compilation started in a worker process; None where the
+    generator, compiled now, or in a worker process if `worker`; None where the
     emitter does not cover it (FX writes it after the edit)."""
-    worker = Worker()  # (starting first: its start-up overlaps the emission)
+    # (a worker first: its start-up overlaps the emission)
+    compiler: Compiler = Worker() if worker else InProcess()
     got = try_python_code(graph, "self", codegen=codegen, edit=edit)
     if isinstance(got, str):
-        worker.cancel()
+        compiler.cancel()
         return None
-    worker.send(got.src)
-    return EarlyCode(got, worker)
+    compiler.send(got.src)
+    return EarlyCode(got, compiler)
 
 
-def _forward(code: PythonCode, co_fields: dict[str, Any], worker: Worker | None) -> Any:
+def _forward(
+    code: PythonCode, co_fields: dict[str, Any], compiler: Compiler | None
+) -> Any:
     """FX's ``_forward_from_src(code.src, code.globals, co_fields)``, taking the
-    compiled code from `worker` when it has it."""
-    if worker is None:
+    compiled code from `compiler` when it has it."""
+    if compiler is None:
         return _forward_from_src(code.src, code.globals, co_fields)
     if _exec_functions() != _EXEC_ORIGINALS:
-        worker.cancel()
+        compiler.cancel()
         return _forward_from_src(code.src, code.globals, co_fields)
     globals_copy = code.globals.copy()
     key = fx_graph_module._loader.cache(code.src, globals_copy, co_fields)
-    compiled = worker.code(key)
+    compiled = compiler.code(key)
     if compiled is None:
         compiled = compile(code.src, key, "exec", dont_inherit=True)
     exec(compiled, globals_copy)  # noqa: S102 (FX's _exec_with_source)
@@ -401,7 +406,7 @@ def recompile(gm: GraphModule, early: EarlyCode | None = None) -> PythonCode | N
     gm._lineno_map = code._lineno_map
     gm._prologue_start = code._prologue_start
     co_fields: dict[str, Any] = graph._co_fields if hasattr(graph, "_co_fields") else {}
-    cls.forward = _forward(code, co_fields, None if early is None else early.worker)
+    cls.forward = _forward(code, co_fields, None if early is None else early.compiler)
     cls_call = cls.__call__ if "__call__" in vars(cls) else None
     if "_wrapped_call" not in vars(cls):
         cls._wrapped_call = _WrappedCall(cls, cls_call)  # type: ignore[attr-defined]

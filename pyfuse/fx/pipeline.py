@@ -10,10 +10,10 @@ Steps of :func:`fuse` (N nodes, F fusions), one module each under ``pyfuse.fx``:
    would get wrong. Matches whose root module is also used at another site in a
    different way are excluded and the graph is matched again (the reference fuses
    them and silently changes the other site's result). Nothing is mutated yet.
-   With ``compile_worker`` on a large graph, the output's code is written now,
-   from the edit the fusions plan, and compiled in a worker process meanwhile
-   (:mod:`pyfuse.compileworker`), so that CPython's ``compile()`` overlaps the
-   steps below.
+   The output's code is written now, from the edit the fusions plan, and
+   compiled (:mod:`pyfuse.compileworker`): its ``compile()`` transient is then
+   freed before the steps below allocate the output; with ``compile_worker`` on
+   a large graph, compiled in a worker process, overlapping the steps below.
 4. Call the fuser methods (:mod:`~pyfuse.fx.fusers`, BN folds batched by
    :mod:`~pyfuse.fx.folding`), still mutating nothing, so a failure in any of
    these steps leaves the model exactly as it was.
@@ -53,7 +53,7 @@ from .fusers import conv_bn_pairs, fast_conv_bn, fast_conv_bn_relu
 from .output import build_output
 from .plan import Plan, configs, fuse_custom_config_of, plan_for
 from .prepare import Fusion, Modules, prepare
-from .rewrite import edit, output_size, plan_edit
+from .rewrite import edit, plan_edit
 
 __all__ = ["analyze", "call_fusers", "fuse", "fuse_fx", "record"]
 
@@ -71,23 +71,20 @@ def _fuse(
     plan = plan_for(backend_config)
     report = FuseReport()
     flat, fusions, failure = analyze(model, is_qat, plan, report)
-    early = None
-    # (only where a worker will compile it: writing the code early costs a little)
-    if (
-        not lazy
-        and failure is None
-        and wanted(output_size(model.graph, fusions), compile_worker)
-    ):
+    early = planned = None
+    if not lazy and failure is None:
         planned = plan_edit(model.graph, fusions)
         if planned is not None:
-            early = early_code(model.graph, planned, CodeGen())
+            worker = wanted(len(planned.nodes), compile_worker)
+            early = early_code(model.graph, planned, CodeGen(), worker)
     try:
         replaced = call_fusers(fusions, is_qat, failure)
         if return_report:
             record(fusions, report)
         check_targets(model, flat)
         # Nothing above mutated the model; from here on nothing can fail on user input.
-        graph = edit(model.graph, fusions)
+        graph = edit(model.graph, fusions, True if planned is not None else None)
+        del flat, fusions, planned  # (no longer needed: less memory held)
         out = build_output(model, graph, replaced, lazy, early)
     except BaseException:
         if early is not None:

@@ -14,7 +14,7 @@ from ..codegen import PlannedEdit
 from .checks import read_outside, simple
 from .prepare import Fusion
 
-__all__ = ["edit", "output_size", "plan_edit", "rebuild"]
+__all__ = ["edit", "plan_edit", "rebuild"]
 
 
 def _in_place(fusions: list[Fusion]) -> bool:
@@ -23,10 +23,11 @@ def _in_place(fusions: list[Fusion]) -> bool:
     )
 
 
-def edit(graph: Graph, fusions: list[Fusion]) -> Graph:
+def edit(graph: Graph, fusions: list[Fusion], in_place: bool | None = None) -> Graph:
     """Apply `fusions` to `graph`: each root node takes its match's last node's
-    place and the rest of the match is erased. Returns the edited graph."""
-    if not _in_place(fusions):
+    place and the rest of the match is erased. Returns the edited graph.
+    `in_place`: whether it can be edited in place, if known (:func:`plan_edit`)."""
+    if not (_in_place(fusions) if in_place is None else in_place):
         return rebuild(graph, fusions)
     # Extra inputs first, so redirecting other fusions' last nodes updates them.
     for f in fusions:
@@ -42,11 +43,6 @@ def edit(graph: Graph, fusions: list[Fusion]) -> Graph:
             if n is not root:
                 graph.erase_node(n)
     return graph
-
-
-def output_size(graph: Graph, fusions: list[Fusion]) -> int:
-    """The number of nodes `graph` keeps after `fusions` (each keeps one node)."""
-    return len(graph.nodes) - sum(len(f.match.claimed) - 1 for f in fusions)
 
 
 def plan_edit(graph: Graph, fusions: list[Fusion]) -> PlannedEdit | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import types
 
+import torch.fx.graph_module
 from torch.fx import Graph
 
 from pyfuse import codegen
@@ -34,8 +36,9 @@ def same_code(graph: Graph, root_module: str = "self") -> str | None:
 
 def module_code_is_fxs(gm) -> None:
     """Asserts a GraphModule's code is what FX writes for its graph now (source,
-    line map, prologue start, the globals its forward sees): for outputs whose
-    code was written before their graph was edited."""
+    line map, prologue start, the globals its forward sees, its forward's code
+    object and where tracebacks find its lines): for outputs whose code was
+    written before their graph was edited."""
     ref = gm.graph.python_code("self")
     assert gm.code == ref.src
     assert gm._lineno_map == ref._lineno_map
@@ -43,3 +46,10 @@ def module_code_is_fxs(gm) -> None:
     forward_globals = type(gm).forward.__globals__
     for name, obj in ref.globals.items():
         assert forward_globals[name] is obj, name
+    got = type(gm).forward.__code__
+    filename = got.co_filename
+    assert filename.startswith("<eval_with_key>."), filename
+    module = compile(ref.src, filename, "exec", dont_inherit=True)
+    want = next(c for c in module.co_consts if isinstance(c, types.CodeType))
+    assert got == want  # bytecode, constants, names, line table
+    assert torch.fx.graph_module._loader.eval_cache[filename] == ref.src

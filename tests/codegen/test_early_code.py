@@ -91,6 +91,34 @@ def test_worker_compiles_the_same_forward(worker_always, is_qat):
     torch.testing.assert_close(out.eval()(x), ref.eval()(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("is_qat", [False, True])
+def test_by_default_the_early_code_compiles_in_process(monkeypatch, is_qat):
+    sent = []
+    real_send = compileworker.InProcess.send
+    monkeypatch.setattr(
+        compileworker.InProcess,
+        "send",
+        lambda self, src: (sent.append(src), real_send(self, src)),
+    )
+    monkeypatch.delenv("PYFUSE_COMPILE_WORKER", raising=False)
+    model = DeadEnds()
+    out = pyfuse.fuse(_trace(model, is_qat), is_qat)
+    ref = reference_fuse(_trace(model, is_qat), is_qat)
+    assert sent == [out.code] == [ref.code]
+    module_code_is_fxs(out)
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(out.eval()(x), ref.eval()(x), rtol=0, atol=0)
+
+
+def test_source_that_does_not_compile_is_left_to_fx():
+    early = compileworker.InProcess()
+    early.send("def forward(self:\n    pass\n")
+    assert early.code("<eval_with_key>.x") is None
+    early.send("x = 1\n")
+    early.cancel()
+    assert early.code("<eval_with_key>.x") is None
+
+
 def test_worker_code_equals_in_process_compile():
     src = pyfuse.fuse(resnet_like(40), False).code
     worker = compileworker.Worker()
