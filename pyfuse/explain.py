@@ -124,7 +124,9 @@ def explain(
 
     if is_exported(model):  # an ExportedProgram or its module(): the BatchNorm folds
         fused, misses = explain_exported(model)
-        return Explanation(fused, misses)
+        out = Explanation(fused, misses)
+        out.graph = _exported_map(model, fused, misses)
+        return out
 
     from .fx.pipeline import analyze, call_fusers, record
     from .fx.plan import configs, plan_for
@@ -208,3 +210,28 @@ def _near_misses(
         )
         matches.append(m)
     return out, matches
+
+
+def _exported_map(obj: Any, fused: list[Fused], misses: list[Skipped]) -> _MapData:
+    """The map of an exported graph: its folds and near misses, placed by node
+    name (an ExportedProgram's weights folded into the nodes that read them)."""
+    import torch.fx
+
+    from .htmlmap import MapFusion, MapMiss, exported_folded, fx_map_nodes
+
+    if isinstance(obj, torch.fx.GraphModule):  # ExportedProgram.module()
+        owner, folded = obj, set()
+    else:
+        owner, folded = obj.graph_module, exported_folded(obj)
+    nodes, scope_types = fx_map_nodes(obj.graph, owner, folded)
+    position = {n.name: i for i, n in enumerate(obj.graph.nodes)}
+
+    def at(names: tuple[str, ...]) -> tuple[int, ...]:
+        return tuple(sorted(position[x] for x in names if x in position))
+
+    return _MapData(
+        nodes,
+        scope_types,
+        [MapFusion(f.pattern, at(f.nodes), f.fused_type) for f in fused],
+        [MapMiss(m.pattern, at(m.nodes), m.reason) for m in misses if at(m.nodes)],
+    )

@@ -69,6 +69,28 @@ def test_explain_exported_program_and_module(
     assert str(program.graph) == graph
 
 
+def test_the_fusion_map_draws_the_exported_graph(
+    program: torch.export.ExportedProgram,
+) -> None:
+    import pyfuse
+    from tests.support.htmldom import check_map
+
+    for obj in (program, program.module()):
+        ex = pyfuse.explain(obj)
+        g = ex.graph
+        assert g is not None
+        check_map(ex.to_html("exported"), g.nodes, g.fusions, g.near_misses)
+        names = [n.name for n in g.nodes]
+        assert [[names[i] for i in f.nodes] for f in g.fusions] == [
+            ["conv2d", "batch_norm"]
+        ]
+        assert {
+            tuple(names[i] for i in m.nodes): m.reason for m in g.near_misses
+        } == EXPECTED_MISSES
+        weights = [n for n in g.nodes if n.folded]
+        assert (len(weights) > 0) is (obj is program)  # a program's weights fold
+
+
 def test_is_exported(program: torch.export.ExportedProgram) -> None:
     assert is_exported(program)
     assert is_exported(program.module())
