@@ -18,6 +18,27 @@ from .fusers import new_module, registration_hooks
 __all__ = ["build_output"]
 
 
+def _skip_recompile(_self: GraphModule) -> None:
+    return None
+
+
+def _empty_module() -> GraphModule:
+    """``GraphModule({}, Graph())`` without FX writing and compiling the empty
+    graph's code (~90 us, and garbage for the collector): the output's own code
+    replaces it at once. FX gives each GraphModule a class of its own, so its
+    ``recompile`` can be skipped for this instance alone."""
+    out: GraphModule = GraphModule.__new__(GraphModule)
+    impl: Any = type(out)
+    if impl.__bases__ != (GraphModule,) or "recompile" in vars(impl):
+        return GraphModule({}, Graph())  # (not the per-instance class FX makes)
+    impl.recompile = _skip_recompile
+    try:
+        out.__init__({}, Graph())  # type: ignore[misc]
+    finally:
+        del impl.recompile
+    return out
+
+
 def build_output(
     model: GraphModule,
     graph: Graph,
@@ -31,8 +52,7 @@ def build_output(
     from torch.fx._lazy_graph_module import _LazyGraphModule
     from torch.fx.graph import CodeGen
 
-    cls = _LazyGraphModule if lazy else GraphModule
-    out = cls({}, Graph())
+    out = _LazyGraphModule({}, Graph()) if lazy else _empty_module()
     if hasattr(model, "training"):
         out.training = model.training
     # Without registration hooks, installing a submodule under a new name is a
