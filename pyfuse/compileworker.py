@@ -24,9 +24,9 @@ caller to compile in process, as FX does.
 
 Off by default: a worker costs memory. Its peak resident set is ~10 MiB of
 interpreter plus ~6 KB per line of source (98 MiB for a 35k-node ResNet-like
-graph's forward), where compiling in process adds less to the caller's own peak
-(~20 MiB there), as it reuses memory the pass freed; and a library that starts
-processes unasked surprises the programs that host it. Asked for (the FX pass's
+graph's forward), where compiling in process, first, adds nothing to the pass's
+peak (the output reuses the memory); and a library that starts processes
+unasked surprises the programs that host it. Asked for (the FX pass's
 ``compile_worker=True``, or ``PYFUSE_COMPILE_WORKER=1`` as the process's
 default), it runs only where it pays: at least 2 CPUs and graphs of
 :data:`MIN_NODES` nodes (a worker's start-up costs a few ms of the other CPU).
