@@ -42,8 +42,18 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["ENV", "MIN_NODES", "PEAK_KIB", "Compiler", "InProcess", "Worker", "wanted"]
+__all__ = [
+    "ENV",
+    "MIN_NODES",
+    "PEAK_KIB",
+    "Compiler",
+    "InProcess",
+    "Worker",
+    "setting",
+    "wanted",
+]
 
 #: The environment variable that sets the default: ``1`` on, ``0`` or unset off,
 #: ``always`` on for every graph.
@@ -89,15 +99,22 @@ def _interpreter() -> bool:
     return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
+def setting() -> Literal["off", "on", "always"]:
+    """The process default ``PYFUSE_COMPILE_WORKER`` sets: ``1`` on (large
+    graphs), ``always`` on for every graph (tests), anything else off."""
+    value = os.environ.get(ENV, "")
+    return "always" if value == "always" else "on" if value == "1" else "off"
+
+
 def wanted(n_nodes: int, requested: bool | None = None) -> bool:
     """Whether to compile a graph of `n_nodes` nodes in a worker: if `requested`
-    (None: as ``PYFUSE_COMPILE_WORKER`` says, off when unset) and it pays here;
-    with ``PYFUSE_COMPILE_WORKER=always`` (tests) for any graph."""
-    setting = os.environ.get(ENV, "")
-    if setting == "always":
+    (None: as :func:`setting` says) and it pays here; with the setting
+    ``always``, for any graph."""
+    default = setting()
+    if default == "always":
         return _interpreter()
     if requested is None:
-        requested = setting == "1"
+        requested = default == "on"
     return requested and n_nodes >= MIN_NODES and _cpus() >= 2 and _interpreter()
 
 

@@ -101,12 +101,11 @@ def header(args: argparse.Namespace) -> str:
 
 
 def _worker_setting() -> str:
-    setting = os.environ.get(compileworker.ENV, "")
-    if setting == "always":
-        return "on for every graph (PYFUSE_COMPILE_WORKER=always)"
-    if setting == "1":
-        return f"on (graphs of {compileworker.MIN_NODES:,}+ output nodes)"
-    return "off (the default)"
+    return {
+        "always": "on for every graph (PYFUSE_COMPILE_WORKER=always)",
+        "on": f"on (graphs of {compileworker.MIN_NODES:,}+ output nodes)",
+        "off": "off (the default)",
+    }[compileworker.setting()]
 
 
 def _parser() -> argparse.ArgumentParser:

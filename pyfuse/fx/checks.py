@@ -7,7 +7,9 @@ pass can refuse (or skip a match) with the model untouched:
   the fusion would change (skipped, and the graph matched again);
 * :func:`first_dangling_use`: a node that stays in the graph but reads a node a
   match removes (the reference fails there with a KeyError);
-* :func:`check_inputs`: the fused node would read a node that is not there;
+* :func:`erased_inputs`: the fused node would read a node that is not there
+  (recorded on the fusion, raised after its fuser is called, as the reference
+  meets it);
 * :func:`check_targets`: a get_attr / call_module target that does not exist.
 """
 
@@ -28,9 +30,9 @@ from .prepare import Fusion, Modules
 
 __all__ = [
     "Dangling",
-    "check_inputs",
     "check_targets",
     "conflicts",
+    "erased_inputs",
     "first_dangling_use",
     "read_outside",
     "removed_nodes",
@@ -39,7 +41,7 @@ __all__ = [
 
 
 def conflicts(
-    fusions: list[Fusion], flat: Flat, modules: Modules
+    fusions: list[Fusion], matches: list[Match], flat: Flat, modules: Modules
 ) -> list[tuple[Fusion, str]]:
     """Fusions whose root module is used elsewhere in a way the fusion would break.
 
@@ -47,7 +49,7 @@ def conflicts(
     fusion is only safe when every other call of that module is the root of a
     fusion of the same shape (same pattern, same modules), or there is none.
     """
-    out = _unclaimed_root_conflicts(fusions)
+    out = _unclaimed_root_conflicts(fusions, matches)
     called = [m for m in flat.modules if m is not None]
     if (
         not flat.get_attrs
@@ -106,7 +108,9 @@ def conflicts(
     return out
 
 
-def _unclaimed_root_conflicts(fusions: list[Fusion]) -> list[tuple[Fusion, str]]:
+def _unclaimed_root_conflicts(
+    fusions: list[Fusion], matches: list[Match]
+) -> list[tuple[Fusion, str]]:
     """Fusions whose root node is not claimed by their match and is used elsewhere.
 
     Such a node stays in the graph and, like the reference, pyfuse calls the fused
@@ -118,7 +122,7 @@ def _unclaimed_root_conflicts(fusions: list[Fusion]) -> list[tuple[Fusion, str]]
     if not unclaimed:
         return []
     claimed_anywhere = {n for f in fusions for n in f.match.claimed}
-    removed = removed_nodes(fusions)
+    removed = removed_nodes(matches)
     out = []
     for f in unclaimed:
         if unavailable_input(f, removed) is not None:
@@ -154,10 +158,11 @@ def read_outside(f: Fusion) -> bool:
     )
 
 
-def removed_nodes(fusions: list[Fusion]) -> set[Node]:
-    """The nodes the fusions remove: claimed, and not a match's last node (a root
-    that is not last moves into its last node's place)."""
-    return {n for f in fusions for n in f.match.claimed if n is not f.match.last}
+def removed_nodes(matches: list[Match]) -> set[Node]:
+    """The nodes the matches remove: claimed, and not a match's last node (a root
+    that is not last moves into its last node's place). The reference does not
+    copy them, whether or not the match's fusion is reached."""
+    return {n for m in matches for n in m.claimed if n is not m.last}
 
 
 def unavailable_input(f: Fusion, removed: set[Node]) -> Node | None:
@@ -172,21 +177,34 @@ def unavailable_input(f: Fusion, removed: set[Node]) -> Node | None:
     return next((a for a in used if a in removed or not a < last), None)
 
 
-def check_inputs(f: Fusion, removed: set[Node]) -> None:
-    """Raise ErasedInput (a KeyError, as the reference's) if the fused node would
-    read a node that is not there (:func:`unavailable_input`)."""
-    a = unavailable_input(f, removed)
-    if a is not None:
-        last = f.match.last
-        where = (
-            "which the fusion removes"
-            if a in removed
-            else f"which comes after {last.name!r}"
-        )
-        raise ErasedInput(
-            f"cannot fuse {pattern_name(f.match.pattern)} at node "
-            f"{last.name!r}: the fused node would use {a.name!r}, {where}"
-        )
+def erased_inputs(fusions: list[Fusion], matches: list[Match]) -> None:
+    """Record on each fusion the ErasedInput (a KeyError, as the reference's) its
+    fused node would meet reading a node that is not there
+    (:func:`unavailable_input`); `matches` are all the graph's matches, whose
+    claims the reference skips even past its first error.
+
+    Only a match that is not plain can claim a node another node reads, so when
+    every match is plain only fusions that are not :func:`simple` need a look.
+    """
+    every = any(not m.plain for m in matches)
+    removed: set[Node] | None = None
+    for f in fusions:
+        if not every and simple(f):
+            continue
+        if removed is None:
+            removed = removed_nodes(matches)
+        a = unavailable_input(f, removed)
+        if a is not None:
+            last = f.match.last
+            where = (
+                "which a fusion removes"
+                if a in removed
+                else f"which comes after {last.name!r}"
+            )
+            f.erased_input = ErasedInput(
+                f"cannot fuse {pattern_name(f.match.pattern)} at node "
+                f"{last.name!r}: the fused node would use {a.name!r}, {where}"
+            )
 
 
 def check_targets(model: GraphModule, flat: Flat) -> None:

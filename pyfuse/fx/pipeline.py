@@ -40,14 +40,7 @@ from ..engine.gcpause import gc_paused
 from ..engine.matching import Match, match_graph
 from ..errors import GraphModuleRequired, ModuleRequired, NotAModule, add_note
 from ..report import Fused, FuseReport, Skipped, forward_labels, pattern_name
-from .checks import (
-    check_inputs,
-    check_targets,
-    conflicts,
-    first_dangling_use,
-    removed_nodes,
-    simple,
-)
+from .checks import check_targets, conflicts, erased_inputs, first_dangling_use
 from .folding import Folds, batch_folds
 from .fusers import conv_bn_pairs, fast_conv_bn, fast_conv_bn_relu
 from .output import build_output
@@ -83,7 +76,7 @@ def _fuse(
             record(fusions, report)
         check_targets(model, flat)
         # Nothing above mutated the model; from here on nothing can fail on user input.
-        graph = edit(model.graph, fusions, True if planned is not None else None)
+        graph = edit(model.graph, fusions, planned)
         del flat, fusions, planned  # (no longer needed: less memory held)
         out = build_output(model, graph, replaced, lazy, early)
     except BaseException:
@@ -218,7 +211,9 @@ def analyze(
     recorded in `report` (and their matches appended to `skipped_matches`, if
     given). If preparing a match raises, or a node that stays reads a node a match
     removes, the fusions before that point in graph order and the exception: the
-    reference calls their fusers before it meets the error. Mutates nothing."""
+    reference calls their fusers before it meets the error. Each fusion whose fused
+    node would read a node that is not there holds that error
+    (:func:`~pyfuse.fx.checks.erased_inputs`). Mutates nothing."""
     flat = flatten(model.graph, model, plan.compiled)
     modules = Modules(model)
     exclude: list[int] = []
@@ -226,23 +221,11 @@ def analyze(
     while True:
         matches = match_graph(plan.compiled, flat, exclude)
         matches.reverse()  # graph order of the last nodes, as the reference fuses
-        fusions: list[Fusion] = []
-        dangling = first_dangling_use(matches)
-        for m in matches:
-            if dangling is not None and dangling.user < m.last:
-                return flat, fusions, dangling.error()
-            if not m.plain and m.last not in m.claimed:
-                # The pattern's last position is MatchAllNode: the reference never
-                # fuses such a match (what it claims is dropped: `dangling`).
-                continue
-            try:
-                fusions.append(prepare(plan, m, flat, modules, is_qat))
-            except Exception as e:  # noqa: BLE001 (raised by call_fusers, in the reference's order)
-                add_note(e, _while_fusing(m))
-                return flat, fusions, e
-        if dangling is not None:
-            return flat, fusions, dangling.error()
-        bad = conflicts(fusions, flat, modules) if fusions else []
+        fusions, failure = _prepare_all(plan, matches, flat, modules, is_qat)
+        erased_inputs(fusions, matches)
+        if failure is not None:
+            return flat, fusions, failure
+        bad = conflicts(fusions, matches, flat, modules) if fusions else []
         if not bad:
             return flat, fusions, None
         if index is None:
@@ -264,25 +247,46 @@ def analyze(
             )
 
 
+def _prepare_all(
+    plan: Plan, matches: list[Match], flat: Flat, modules: Modules, is_qat: bool
+) -> tuple[list[Fusion], Exception | None]:
+    """Prepare the matches in graph order, up to the first error the reference
+    would meet before fusing the next one (a node reading a removed node, or a
+    failing getter or lookup): the fusions before it, and that error."""
+    fusions: list[Fusion] = []
+    dangling = first_dangling_use(matches)
+    for m in matches:
+        if dangling is not None and dangling.user < m.last:
+            return fusions, dangling.error()
+        if not m.plain and m.last not in m.claimed:
+            # The pattern's last position is MatchAllNode: the reference never
+            # fuses such a match (what it claims is dropped: `dangling`).
+            continue
+        try:
+            fusions.append(prepare(plan, m, flat, modules, is_qat))
+        except Exception as e:  # noqa: BLE001 (raised by call_fusers, in the reference's order)
+            add_note(e, _while_fusing(m))
+            return fusions, e
+    return fusions, None if dangling is None else dangling.error()
+
+
 def call_fusers(
     fusions: list[Fusion], is_qat: bool, failure: Exception | None = None
 ) -> dict[str, torch.nn.Module]:
-    """Call each fusion's fuser method in graph order, checking its edit around
-    the call, so that the first error raised is the one the reference meets first;
-    then raise `failure` (from preparing the match after the last fusion), if any.
+    """Call each fusion's fuser method in graph order, then raise the fusion's
+    erased input, if any, so that the first error raised is the one the reference
+    meets first; then raise `failure` (from preparing the match after the last
+    fusion), if any.
 
     Returns the fused module per root module path; the last fusion at a path
     wins, as in the reference. Mutates nothing the caller owns.
     """
     replaced: dict[str, torch.nn.Module] = {}
-    removed: set[Node] | None = None
     folds = None if is_qat else batch_folds(list(conv_bn_pairs(fusions)))
     for f in fusions:
         replaced[str(f.root_node.target)] = f.fused = _call_one(f, is_qat, folds)
-        if not simple(f):
-            if removed is None:
-                removed = removed_nodes(fusions)
-            check_inputs(f, removed)
+        if f.erased_input is not None:
+            raise f.erased_input
     if failure is not None:
         raise failure
     return replaced

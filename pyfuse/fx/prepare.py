@@ -18,6 +18,7 @@ from torch.fx import Node
 
 from ..engine.flatten import Flat
 from ..engine.matching import Match
+from ..errors import ErasedInput
 from .fusers import fast_fuser, new_relu
 from .plan import Plan
 
@@ -68,6 +69,9 @@ class Fusion:
     # position): the reference keeps that node and calls the fused module again at
     # the match's last node.
     unclaimed_root: bool = False
+    # The fused node would read a node that is not there (raised after the fuser
+    # method is called, where the reference's copy of the node fails).
+    erased_input: ErasedInput | None = None
     fused: torch.nn.Module | None = None
 
 

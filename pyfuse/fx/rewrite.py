@@ -23,11 +23,13 @@ def _in_place(fusions: list[Fusion]) -> bool:
     )
 
 
-def edit(graph: Graph, fusions: list[Fusion], in_place: bool | None = None) -> Graph:
+def edit(
+    graph: Graph, fusions: list[Fusion], planned: PlannedEdit | None = None
+) -> Graph:
     """Apply `fusions` to `graph`: each root node takes its match's last node's
     place and the rest of the match is erased. Returns the edited graph.
-    `in_place`: whether it can be edited in place, if known (:func:`plan_edit`)."""
-    if not (_in_place(fusions) if in_place is None else in_place):
+    `planned`: their :func:`plan_edit`, if one was made (then it is in place)."""
+    if planned is None and not _in_place(fusions):
         return rebuild(graph, fusions)
     # Extra inputs first, so redirecting other fusions' last nodes updates them.
     for f in fusions:

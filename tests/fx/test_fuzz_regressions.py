@@ -237,3 +237,47 @@ def test_regression_subpattern_reaching_a_matched_node():
     with pytest.raises(ValueError, match="not enough values to unpack") as got:
         pyfuse_fuse(trace(_ReluConvTwice().eval()), False, None, _twice_backend())
     assert type(ref.value) is type(got.value) is ValueError
+
+
+class _LinearAndShape(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.lin(x), x.shape
+
+
+def _linear_and_shape_backend():
+    """(Linear,) fuses the linear; (getattr, 'shape') claims ``x.shape`` and the
+    placeholder ``x`` (a getattr pattern's argument is claimed unchecked)."""
+    return (
+        BackendConfig("pbt")
+        .set_backend_pattern_config(
+            BackendPatternConfig()
+            ._set_pattern_complex_format((nn.Linear,))
+            .set_fuser_method(lambda _is_qat, lin: lin)
+        )
+        .set_backend_pattern_config(
+            BackendPatternConfig()
+            ._set_pattern_complex_format((getattr, "shape"))
+            .set_fuser_method(lambda _is_qat, *_mods: nn.Identity())
+        )
+    )
+
+
+def test_regression_erased_input_before_a_later_matchs_error():
+    # The reference fuses `lin` first (graph order) and fails copying its input `x`,
+    # which the later getattr match claimed: KeyError('x'). That later match's own
+    # error (its root, `x`, is not a call_module) is never reached.
+    with pytest.raises(KeyError) as ref:
+        reference_fuse(
+            trace(_LinearAndShape().eval()), False, None, _linear_and_shape_backend()
+        )
+    with pytest.raises(KeyError) as got:
+        pyfuse_fuse(
+            trace(_LinearAndShape().eval()), False, None, _linear_and_shape_backend()
+        )
+    assert ref.value.args == ("x",)
+    assert type(got.value) is ErasedInput
+    assert "'lin'" in str(got.value) and "'x'" in str(got.value)
