@@ -52,6 +52,7 @@ __all__ = [
     "python_code",
     "recompile",
     "set_graph",
+    "torch_version",
     "try_python_code",
 ]
 
@@ -83,12 +84,13 @@ _REPR_TYPES: tuple[type, ...] = (
 )
 
 
-def _torch_version() -> tuple[int, int]:
+def torch_version() -> tuple[int, int]:
+    """(major, minor) of the torch running."""
     major, minor = torch.__version__.split(".")[:2]
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or "0")
 
 
-_TORCH_CHECKED = _torch_version() in CHECKED_TORCH
+_TORCH_CHECKED = torch_version() in CHECKED_TORCH
 
 
 def _code_generation_functions() -> tuple[object, ...]:

@@ -7,14 +7,70 @@ builds its output, where erasing in place could not order the removals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.fx import Graph, Node
+from torch.fx.graph import _FindNodesLookupTable
 
-from ..codegen import PlannedEdit
+from ..codegen import PlannedEdit, torch_version
 from .checks import read_outside, simple
 from .prepare import Fusion
 
 __all__ = ["edit", "plan_edit", "rebuild"]
+
+
+#: torch versions whose ``Graph.erase_node`` :func:`_eraser` was checked against.
+_ERASE_CHECKED = frozenset({(2, 13), (2, 14)})
+
+
+def _erase_functions() -> tuple[object, ...]:
+    """FX's functions whose steps :func:`_eraser` inlines."""
+    return (
+        Graph.erase_node,
+        _FindNodesLookupTable.remove,
+        _FindNodesLookupTable._key,
+        Node.__setattr__,
+    )
+
+
+_ERASE_ORIGINALS = _erase_functions()
+
+
+def _none(_n: Node) -> None:
+    return None
+
+
+def _eraser(graph: Graph) -> Callable[[Node], None]:
+    """``graph.erase_node``, or the same steps inlined (~2x faster; an edit erases
+    two nodes a fusion) where they are torch's own, checked for this torch, with
+    no erase hooks: FX's checks, then the lookup-table entry, the list links, the
+    ``_erased`` flag (its ``__setattr__`` only touches the lookup table, which no
+    longer holds the node), the count and the inputs' users."""
+    owner = graph.owning_module
+    if (
+        torch_version() not in _ERASE_CHECKED
+        or type(graph) is not Graph
+        or getattr(owner, "_erase_node_hooks", None)
+        or _erase_functions() != _ERASE_ORIGINALS
+    ):
+        return graph.erase_node
+    table = graph._find_nodes_lookup_table.table
+    map_arg = torch.fx.map_arg
+    set_attr = object.__setattr__
+
+    def erase(n: Node) -> None:
+        if n.users or n.graph is not graph or n._erased:
+            graph.erase_node(n)  # (raises or warns as FX does)
+            return
+        op = n.op
+        table[op, n.target if op == "call_function" else None].pop(n)
+        n._remove_from_list()
+        set_attr(n, "_erased", True)
+        graph._len -= 1
+        n._update_args_kwargs(map_arg(n._args, _none), map_arg(n._kwargs, _none))
+
+    return erase
 
 
 def _in_place(fusions: list[Fusion]) -> bool:
@@ -35,6 +91,7 @@ def edit(
     for f in fusions:
         if f.extra_inputs:
             f.root_node.args = (*f.root_node.args, *f.extra_inputs)
+    erase = _eraser(graph)
     for f in fusions:
         last, root = f.match.last, f.root_node
         if root is not last:
@@ -43,7 +100,7 @@ def edit(
         # Walk order is top-down: every node's users inside the match go first.
         for n in f.match.claimed:
             if n is not root:
-                graph.erase_node(n)
+                erase(n)
     return graph
 
 

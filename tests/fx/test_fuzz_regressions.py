@@ -280,4 +280,5 @@ def test_regression_erased_input_before_a_later_matchs_error():
         )
     assert ref.value.args == ("x",)
     assert type(got.value) is ErasedInput
-    assert "'lin'" in str(got.value) and "'x'" in str(got.value)
+    assert "'lin'" in str(got.value)
+    assert "'x'" in str(got.value)
