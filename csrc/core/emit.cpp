@@ -7,7 +7,6 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
-#include <unordered_set>
 #include <utility>
 
 namespace pyfuse::core {
@@ -69,6 +68,77 @@ private:
     std::vector<Slot> slots_;
 };
 
+/// String view -> int64, open addressing (linear probing, power-of-two
+/// capacity, no deletion): one array, no allocation per entry. The namespace
+/// holds two entries a node; node-based maps spent more time allocating and
+/// freeing them than looking them up. The caller owns the viewed strings.
+class StrTable {
+public:
+    explicit StrTable(std::size_t expected) {
+        std::size_t cap = 16;
+        while(cap < 2 * expected) {
+            cap *= 2;
+        }
+        slots_.assign(cap, Slot{});
+    }
+
+    /// The value stored for `key`, or nullptr. Valid until the next insert.
+    std::int64_t* find(std::string_view key) {
+        const std::size_t h = std::hash<std::string_view>{}(key);
+        for(std::size_t i = h & mask();; i = (i + 1) & mask()) {
+            Slot& s = slots_[i];
+            if(!s.used) {
+                return nullptr;
+            }
+            if(s.hash == h && s.key == key) {
+                return &s.value;
+            }
+        }
+    }
+
+    [[nodiscard]] bool contains(std::string_view key) { return find(key) != nullptr; }
+
+    /// Adds `key` (not present) with `value`.
+    void insert(std::string_view key, std::int64_t value) {
+        if(2 * (size_ + 1) > slots_.size()) {
+            grow();
+        }
+        place(Slot{key, std::hash<std::string_view>{}(key), value, true});
+        ++size_;
+    }
+
+private:
+    struct Slot {
+        std::string_view key;
+        std::size_t hash = 0;
+        std::int64_t value = 0;
+        bool used = false;
+    };
+
+    [[nodiscard]] std::size_t mask() const { return slots_.size() - 1; }
+
+    void place(const Slot& slot) {
+        std::size_t i = slot.hash & mask();
+        while(slots_[i].used) {
+            i = (i + 1) & mask();
+        }
+        slots_[i] = slot;
+    }
+
+    void grow() {
+        std::vector<Slot> old(2 * slots_.size());
+        old.swap(slots_);
+        for(const Slot& s : old) {
+            if(s.used) {
+                place(s);
+            }
+        }
+    }
+
+    std::vector<Slot> slots_;
+    std::size_t size_ = 0;
+};
+
 bool is_ident_start(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
@@ -111,10 +181,8 @@ void append_int(std::string& out, std::int64_t v) {
 /// Names live in an arena (stable addresses); the sets and maps key on views.
 class Namespace {
 public:
-    Namespace(const IllegalNames& illegal, std::size_t expected) : illegal_(illegal) {
-        used_.reserve(2 * expected + 16);
-        base_count_.reserve(expected + 16);
-    }
+    Namespace(const IllegalNames& illegal, std::size_t expected)
+        : illegal_(illegal), used_(expected + 16), base_count_(64) {}
 
     /// `remember`: look the object up first and record its name (globals; a
     /// node is named once, its emitter caches the name).
@@ -169,9 +237,9 @@ public:
             candidate = numbered;
         };
         std::int64_t n = 0;
-        const auto bc = base_count_.find(base);
-        if(num.empty() || used_.count(candidate) != 0) {
-            n = bc == base_count_.end() ? 0 : bc->second;
+        std::int64_t* const bc = base_count_.find(base);
+        if(num.empty() || used_.contains(candidate)) {
+            n = bc == nullptr ? 0 : *bc;
             const auto il = illegal_.find(candidate);
             if(il != illegal_.end() && il->second != obj) {
                 renumber(++n);
@@ -184,15 +252,15 @@ public:
                 n = n * 10 + (c - '0');
             }
         }
-        while(used_.count(candidate) != 0) {
+        while(used_.contains(candidate)) {
             renumber(++n);
         }
         const std::string_view stored = store(candidate);
-        used_.insert(stored);
-        if(bc != base_count_.end()) {
-            bc->second = n;
+        used_.insert(stored, 0);
+        if(bc != nullptr) {
+            *bc = n;
         } else {
-            base_count_.emplace(stored.substr(0, base.size()), n);
+            base_count_.insert(stored.substr(0, base.size()), n);
         }
         if(remember) {
             obj_to_name_.emplace(obj, stored);
@@ -248,8 +316,8 @@ private:
     char* block_next_ = nullptr;
     std::size_t block_left_ = 0;
     std::unordered_map<std::uint64_t, std::string_view> obj_to_name_;
-    std::unordered_set<std::string_view> used_;
-    std::unordered_map<std::string_view, std::int64_t> base_count_;
+    StrTable used_;        // names given (values unused)
+    StrTable base_count_;  // FX's _base_count: a base name's last number (few bases)
 };
 
 /// `_format_target(base, target)`: each non-identifier element wraps what is

@@ -307,3 +307,28 @@ def test_getattr_with_non_ascii_names_is_native():
     g.output((a, b))
     assert same_code(g) is None
     assert "getattr_1 = x.é" in g.python_code("self").src
+
+
+def _named(name: str):
+    def f(x):
+        return x + 1
+
+    f.__name__ = f.__qualname__ = name
+    return f
+
+
+def test_many_names_and_bases_are_native():
+    # More names and distinct base names than the emitter's name tables start
+    # with (they grow), and clashing ones (renumbered as FX renumbers them).
+    g = Graph()
+    v = g.placeholder("x")
+    funcs = [_named(f"f{i}") for i in range(70)] + [_named("helper")] * 3
+    # same names, other objects: renumbered past names taken before the tables grew
+    funcs += [_named("helper") for _ in range(3)] + [_named("f0"), _named("f1")]
+    for f in funcs:
+        v = g.call_function(f, (v,))
+    g.call_function(funcs[0], (v,), name="helper_2")
+    g.output(v)
+    assert same_code(g) is None
+    gm = GraphModule(torch.nn.Module(), g)
+    assert torch.equal(gm(torch.zeros(1)), torch.full((1,), float(len(funcs))))
