@@ -22,12 +22,14 @@ def gc_paused() -> Iterator[None]:
 
     The pass allocates O(F) small objects while the process holds a large graph;
     every generation-2 collection then walks the whole heap, which cost more than
-    the pass itself on 10k+ node graphs. The pass makes no cyclic garbage: what
-    it allocates is the output (modules, Parameters, nodes, code). So when the
-    collector is restored, the objects allocated meanwhile are handed to the
-    oldest generation (``gc.freeze()`` then ``gc.unfreeze()``, two list splices)
-    instead of being walked by the young collection that the next allocation
-    would start (0.05-0.1 s at 35k nodes) and again by the middle one; full
+    the pass itself on 10k+ node graphs. The pass makes almost no cyclic garbage:
+    what it allocates is the output (modules, Parameters, nodes, code); the
+    exceptions are one empty Graph a call (9 objects, replaced as the output is
+    built) and, on the first pass with a backend config, the pattern compiler's
+    recursive helpers (~230 objects). So when the collector is restored, the
+    objects allocated meanwhile are handed to the oldest generation
+    (``gc.freeze()`` then ``gc.unfreeze()``, two list splices) instead of being
+    walked by the young collection that the next allocation would start (0.05-0.1 s at 35k nodes) and again by the middle one; full
     collections still see them. Skipped if the process has frozen objects of its
     own, which ``gc.unfreeze()`` would release. Passes in several threads share
     one pause: the first saves the collector's state, the last restores it.
