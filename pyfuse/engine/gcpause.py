@@ -29,8 +29,9 @@ def gc_paused() -> Iterator[None]:
     recursive helpers (~230 objects). So when the collector is restored, the
     objects allocated meanwhile are handed to the oldest generation
     (``gc.freeze()`` then ``gc.unfreeze()``, two list splices) instead of being
-    walked by the young collection that the next allocation would start (0.05-0.1 s at 35k nodes) and again by the middle one; full
-    collections still see them. Skipped if the process has frozen objects of its
+    walked by the young collection that the next allocation would start
+    (0.05-0.1 s at 35k nodes) and again by the middle one; full collections
+    still see them. Skipped if the process has frozen objects of its
     own, which ``gc.unfreeze()`` would release. Passes in several threads share
     one pause: the first saves the collector's state, the last restores it.
     """
