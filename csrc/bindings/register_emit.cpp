@@ -5,6 +5,7 @@
 // immutable containers, the namespace tables and the classifiers for the few
 // objects that need Python (call targets, type annotations, unusual argument
 // types) are handed in by pyfuse.codegen.
+#include <array>
 #include <cstring>
 #include <deque>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <unordered_set>
 
 #include "../core/emit.hpp"
+#include "members.hpp"
 #include "pybind11.hpp"
 
 namespace pyfuse::bindings {
@@ -49,7 +51,8 @@ public:
               py::function classify_value,
               py::function classify_callee,
               py::function classify_type)
-        : node_type_(std::move(node_type)), immutable_list_(std::move(immutable_list)),
+        : node_type_(std::move(node_type)), members_(node_type_.ptr(), kNodeAttrs),
+          immutable_list_(std::move(immutable_list)),
           immutable_dict_(std::move(immutable_dict)),
           classify_value_(std::move(classify_value)),
           classify_callee_(std::move(classify_callee)),
@@ -132,16 +135,34 @@ public:
     }
 
 private:
-    /// Interned attribute names and op names (made once).
+    /// The Node attributes read (slots of torch.fx.Node), by index.
+    enum NodeAttr : std::size_t {
+        kOp,
+        kName,
+        kTarget,
+        kArgs,
+        kKwargs,
+        kType,
+        kUsers,
+        kInputs,
+        kMeta
+    };
+    static constexpr std::array<const char*, 9> kNodeAttrs{"op",
+                                                           "name",
+                                                           "target",
+                                                           "_args",
+                                                           "_kwargs",
+                                                           "type",
+                                                           "users",
+                                                           "_input_nodes",
+                                                           "meta"};
+
+    /// Interned names (made once).
     struct Names {
         static py::str interned(const char* s) {
             return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(s));
         }
-        py::str op = interned("op"), name = interned("name"),
-                target = interned("target"), args = interned("_args"),
-                kwargs = interned("_kwargs"), type = interned("type"),
-                users = interned("users"), inputs = interned("_input_nodes"),
-                meta = interned("meta"), wrapped = interned("is_wrapped");
+        py::str wrapped = interned("is_wrapped");
         std::vector<py::str> ops{interned("placeholder"),
                                  interned("get_attr"),
                                  interned("call_module"),
@@ -243,10 +264,7 @@ private:
                 add_global(em.wrap_.hint.ptr(), em.wrap_.obj.ptr(), em.wrap_.literal);
 
             const Names& nm = em.names_;
-            const py::str &s_op = nm.op, &s_name = nm.name, &s_target = nm.target,
-                          &s_args = nm.args, &s_kwargs = nm.kwargs, &s_type = nm.type,
-                          &s_users = nm.users, &s_inputs = nm.inputs, &s_meta = nm.meta,
-                          &s_wrapped = nm.wrapped;
+            const py::str& s_wrapped = nm.wrapped;
             const std::vector<py::str>& ops = nm.ops;
             Py_ssize_t expected = PyObject_Length(nodes.ptr());
             if(expected < 0) {
@@ -267,12 +285,10 @@ private:
             g.in.reserve(2 * n);
             g.strings.reserve(3 * n + 32);
 
-            auto attr = [](PyObject* o, const py::str& name) {
-                PyObject* v = PyObject_GetAttr(o, name.ptr());
-                if(v == nullptr) {
-                    throw py::error_already_set();
-                }
-                return py::reinterpret_steal<py::object>(v);
+            MemberReader<kNodeAttrs.size()>& members = em.members_;
+            members.revalidate();
+            auto attr = [&members](PyObject* o, NodeAttr a) {
+                return members.get(o, a);
             };
 
             py::object it =
@@ -287,7 +303,7 @@ private:
                 // key is the node's address.
                 g.key.push_back(key_of(nd));
 
-                const py::object op = attr(nd, s_op);
+                const py::object op = attr(nd, kOp);
                 int op_index = -1;
                 for(int k = 0; k < 6 && op_index < 0; ++k) {
                     if(op.ptr() == ops[static_cast<std::size_t>(k)].ptr() ||
@@ -306,13 +322,13 @@ private:
                 const auto nop = static_cast<core::NodeOp>(op_index);
                 g.op.push_back(nop);
 
-                const py::object name = attr(nd, s_name);
+                const py::object name = attr(nd, kName);
                 if(!PyUnicode_CheckExact(name.ptr())) {
                     throw NotCovered{"a node name that is not a str"};
                 }
                 g.name.push_back(add_pystr(name.ptr()));
 
-                const py::object target = attr(nd, s_target);
+                const py::object target = attr(nd, kTarget);
                 if(nop == core::NodeOp::call_function) {
                     g.target.push_back(callee(target.ptr()));
                 } else if(nop == core::NodeOp::output) {
@@ -324,13 +340,13 @@ private:
                     g.target.push_back(add_pystr(target.ptr()));
                 }
 
-                const py::object type = attr(nd, s_type);
+                const py::object type = attr(nd, kType);
                 g.type.push_back(type.is_none() ? -1 : annotation(type.ptr()));
 
                 if(users_from_nodes) {
                     g.no_users.push_back(1);  // (until a reader is found, below)
                 } else {
-                    const py::object users = attr(nd, s_users);
+                    const py::object users = attr(nd, kUsers);
                     const Py_ssize_t n_users = PyObject_Length(users.ptr());
                     if(n_users < 0) {
                         throw py::error_already_set();
@@ -340,7 +356,7 @@ private:
 
                 std::uint8_t wrapped = 0;
                 if(nop == core::NodeOp::call_function) {
-                    const py::object meta = attr(nd, s_meta);
+                    const py::object meta = attr(nd, kMeta);
                     if(!PyDict_CheckExact(meta.ptr())) {
                         throw NotCovered{"node.meta that is not a dict"};
                     }
@@ -358,8 +374,8 @@ private:
                 }
                 g.wrapped.push_back(wrapped);
 
-                const py::object args = attr(nd, s_args);
-                const py::object kwargs = attr(nd, s_kwargs);
+                const py::object args = attr(nd, kArgs);
+                const py::object kwargs = attr(nd, kKwargs);
                 if(!PyTuple_Check(args.ptr()) || !PyDict_Check(kwargs.ptr())) {
                     throw NotCovered{"node arguments that are not a tuple and a dict"};
                 }
@@ -383,7 +399,7 @@ private:
                 }
                 g.tok_off.push_back(static_cast<std::int32_t>(g.tok.size()));
 
-                const py::object inputs = attr(nd, s_inputs);
+                const py::object inputs = attr(nd, kInputs);
                 if(!PyDict_Check(inputs.ptr())) {
                     throw NotCovered{"node._input_nodes that is not a dict"};
                 }
@@ -641,6 +657,7 @@ private:
     };
 
     py::object node_type_;
+    MemberReader<kNodeAttrs.size()> members_;
     py::object immutable_list_;
     py::object immutable_dict_;
     bool immutable_list_iter_is_lists_ = false;  // iterating it = reading its items

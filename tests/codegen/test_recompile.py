@@ -193,6 +193,33 @@ def test_unreadable_node_falls_back():
     assert codegen.try_python_code(g) == "a node name that is not a str"
 
 
+def test_node_attributes_read_as_getattr_reads_them():
+    """The emitter reads Node attributes from their slots; a class attribute
+    that replaces a slot, and a Node subclass, are read through getattr, as FX
+    reads them."""
+    g = torch.fx.symbolic_trace(Net()).graph
+    assert same_code(g) is None  # (the emitter exists before the class changes)
+    assert "type" not in vars(torch.fx.Node)  # (the slot is its C base class's)
+    torch.fx.Node.type = property(lambda _: int)  # type: ignore[assignment,method-assign]
+    try:
+        assert same_code(g) is None
+        assert "x : int, scale : int = 2.0" in g.python_code("self").src
+    finally:
+        del torch.fx.Node.type
+    assert same_code(g) is None
+    assert "x : int" not in g.python_code("self").src
+
+    class Renamed(torch.fx.Node):
+        @property
+        def type(self):  # type: ignore[override]
+            return float
+
+    node = next(iter(g.nodes))
+    node.__class__ = Renamed
+    assert same_code(g) is None
+    assert "x : float, scale" in g.python_code("self").src
+
+
 def test_annotations_and_defaults_are_native():
     """Net.forward's annotations (strings here: this module has postponed
     annotations) and default value, and real types, are written natively."""
