@@ -212,15 +212,16 @@ def _conv_bn_eval(
     """torch.nn.utils.fusion.fuse_conv_bn_eval, without the deep copy (and with
     the pair's batched fold from `folds`, if it has one)."""
     fused = _shell_copy(conv) if type(conv) in _CONV_TYPES else None
-    if fused is None or conv.training or bn.training or bn.running_mean is None:
-        result: torch.nn.Module = fuse_conv_bn_eval(conv, bn, transpose)
-        return result
+    if fused is None or conv.training or bn.training:
+        return fuse_conv_bn_eval(conv, bn, transpose)  # type: ignore[no-any-return]
     folded = (
         folds.pop((id(conv), id(bn)), None)
         if folds is not None and not transpose
         else None
     )
-    if folded is None:
+    if folded is None:  # (a batched pair had its running statistics)
+        if bn.running_mean is None:
+            return fuse_conv_bn_eval(conv, bn, transpose)  # type: ignore[no-any-return]
         folded = fuse_conv_bn_weights(
             conv.weight,
             conv.bias,

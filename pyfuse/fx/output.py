@@ -71,16 +71,28 @@ def build_output(
             seen_from[path] = got
         return got
 
+    class_has: dict[tuple[type, str], bool] = {}  # hasattr(class, name), per call
+
     def fresh_name(mod: Any, name: str) -> bool:
         d = mod.__dict__
-        return not (
+        if (
             name in d
             or name in d["_parameters"]
             or name in d["_buffers"]
             or name in d["_modules"]
-            or hasattr(type(mod), name)
-        )
+        ):
+            return False
+        key = (type(mod), name)
+        has = class_has.get(key)
+        if has is None:
+            has = class_has[key] = hasattr(key[0], name)
+        return not has
 
+    # Targets share parent paths ("layer1.0.conv1", "layer1.0.bn1"): a walk down
+    # a parent path gives the same pair of modules until something is installed
+    # at a path it went through, so it is kept until then.
+    walked: dict[str, tuple[Any, Any]] = {}  # parent path -> (from, to)
+    walked_through: set[str] = set()  # the paths the kept walks went through
     for node in graph.nodes:
         if node.op not in ("get_attr", "call_module"):
             continue
@@ -90,31 +102,40 @@ def build_output(
                 f"Expected node.target to be str, got {type(target)}"
             )
         # torch.fx's _copy_attr, reading through `replaced`.
-        *prefix, fname = target.split(".")
+        parent, _, fname = target.rpartition(".")
         from_mod: Any = model
         to_mod: Any = out
-        path = ""
-        done = False
-        for item in prefix:
-            path = f"{path}.{item}" if path else item
-            f = source(path, from_mod, item)
-            t = to_mod._modules.get(item)
-            if t is None:
-                t = getattr(to_mod, item, None)
-            if f is t:
-                done = True
-                break
-            if t is None:
-                if direct and fresh_name(to_mod, item):
-                    t = to_mod._modules[item] = new_module()
-                else:
-                    t = torch.nn.Module()
-                    setattr(to_mod, item, t)
-            from_mod, to_mod = f, t
-        if done:
-            continue
-        path = f"{path}.{fname}" if path else fname
-        orig = source(path, from_mod, fname)
+        if parent:
+            hit = walked.get(parent)
+            if hit is not None:
+                from_mod, to_mod = hit
+            else:
+                path = ""
+                done = False
+                for item in parent.split("."):
+                    path = f"{path}.{item}" if path else item
+                    f = source(path, from_mod, item)
+                    t = to_mod._modules.get(item)
+                    if t is None and direct and fresh_name(to_mod, item):
+                        # (nothing there for getattr to find)
+                        t = to_mod._modules[item] = new_module()
+                    elif t is None:
+                        t = getattr(to_mod, item, None)
+                        if t is None:
+                            t = torch.nn.Module()
+                            setattr(to_mod, item, t)
+                    if f is t:
+                        done = True
+                        break
+                    from_mod, to_mod = f, t
+                    walked_through.add(path)
+                if done:
+                    continue
+                walked[parent] = (from_mod, to_mod)
+        if target in walked_through:  # (installing here changes what they found)
+            walked.clear()
+            walked_through.clear()
+        orig = source(target, from_mod, fname)
         if isinstance(orig, torch.Tensor) and not isinstance(orig, torch.nn.Parameter):
             to_mod.register_buffer(fname, orig)
         elif direct and isinstance(orig, torch.nn.Module) and fresh_name(to_mod, fname):
