@@ -2,12 +2,14 @@
 // the integer arrays the core matches over. Python-aware by design, so it lives
 // in the binding layer, never in csrc/core. It imports nothing from torch: the
 // Node type and the interning tables are handed in by pyfuse.engine.patterns.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "flat_graph.hpp"
+#include "members.hpp"
 #include "pybind11.hpp"
 
 namespace pyfuse::bindings {
@@ -111,7 +113,8 @@ public:
              py::object node_type)
         : method_labels_(std::move(method_labels)),
           literal_ids_(std::move(literal_ids)), resolve_type_(std::move(resolve_type)),
-          node_type_(std::move(node_type)), keep_(py::list()) {
+          node_type_(std::move(node_type)), members_(node_type_.ptr(), kNodeAttrs),
+          keep_(py::list()) {
         // Functions match by identity, as the reference's `is` test does.
         for(auto item : func_labels) {
             keep_.append(item.first);
@@ -147,9 +150,8 @@ public:
         g.users.reserve(n_expected);
         g.arg_off.reserve(n_expected + 1);
         g.arg.reserve(2 * n_expected);
-        // (`_args` is the slot behind the `args` property of torch.fx.Node)
-        const py::str s_op("op"), s_target("target"), s_args("args"),
-            s_args_slot("_args"), s_users("users"), s_modules("_modules");
+        members_.revalidate();
+        const py::str s_args("args"), s_modules("_modules");
         const py::str call_module("call_module"), call_function("call_function"),
             call_method("call_method"), get_attr("get_attr");
 
@@ -236,8 +238,8 @@ public:
             index.insert(node.ptr(), i);
             nodes.append(node);
 
-            py::object op = node.attr(s_op);
-            py::object target = node.attr(s_target);
+            const py::object op = members_.get(node.ptr(), kOp);
+            const py::object target = members_.get(node.ptr(), kTarget);
             std::int32_t label = 0;
             py::object module = py::none();
             if(same(op.ptr(), call_module.ptr())) {
@@ -270,17 +272,17 @@ public:
             modules.append(module);
             g.label.push_back(label);
 
-            py::object users = node.attr(s_users);
+            const py::object users = members_.get(node.ptr(), kUsers);
             const Py_ssize_t n_users = PyObject_Length(users.ptr());
             if(n_users < 0) {
                 throw py::error_already_set();
             }
             g.users.push_back(static_cast<std::int32_t>(n_users));
 
-            py::object args = py::reinterpret_steal<py::object>(
-                PyObject_GetAttr(node.ptr(), s_args_slot.ptr()));
-            if(!args) {
-                PyErr_Clear();
+            py::object args;
+            try {
+                args = members_.get(node.ptr(), kArgs);
+            } catch(const py::error_already_set&) {
                 args = node.attr(s_args);
             }
             if(!PyTuple_Check(args.ptr())) {
@@ -342,12 +344,19 @@ private:
         return table_code(id, node, "literal id");
     }
 
+    /// The Node attributes read (slots of torch.fx.Node), by index; `_args` is
+    /// the slot behind the `args` property.
+    enum NodeAttr : std::size_t { kOp, kTarget, kUsers, kArgs };
+    static constexpr std::array<const char*, 4> kNodeAttrs{
+        "op", "target", "users", "_args"};
+
     std::unordered_map<PyObject*, std::int32_t> funcs_;
     std::unordered_map<PyObject*, std::int32_t> types_;
     py::dict method_labels_;
     py::dict literal_ids_;
     py::function resolve_type_;
     py::object node_type_;
+    MemberReader<kNodeAttrs.size()> members_;
     py::list keep_;  // owns the keys of funcs_ and types_ (the patterns' own)
 };
 

@@ -41,6 +41,22 @@ def test_flat_arrays_follow_the_graph():
     assert g.label[0] == 0  # a placeholder names no pattern
 
 
+def test_node_attributes_read_as_getattr_reads_them():
+    """Node attributes are read from their slots, except where getattr would
+    find something else: a Node subclass's property (here, no users)."""
+    gm = torch.fx.symbolic_trace(ConvAddRelu())
+    compiled = compile_patterns([(nn.ReLU, nn.Conv2d), (operator.add, nn.Conv2d, 1)])
+    assert flatten(gm.graph, gm, compiled).graph.users == [1, 1, 1, 1, 0]
+
+    class Unused(torch.fx.Node):
+        @property
+        def users(self):  # type: ignore[override]
+            return {}
+
+    next(iter(gm.graph.nodes)).__class__ = Unused
+    assert flatten(gm.graph, gm, compiled).graph.users == [0, 1, 1, 1, 0]
+
+
 def test_missing_module_gets_its_own_label():
     gm = torch.fx.symbolic_trace(ConvAddRelu())
     del gm._modules["conv"]
