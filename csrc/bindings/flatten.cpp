@@ -8,6 +8,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "../core/open_table.hpp"
 #include "flat_graph.hpp"
 #include "members.hpp"
 #include "pybind11.hpp"
@@ -34,73 +35,9 @@ std::int32_t table_code(PyObject* value, const py::handle& node, const char* tab
     return static_cast<std::int32_t>(v);
 }
 
-/// Node object -> index, by address: open addressing with linear probing in one
-/// allocation (a node-based std::unordered_map spent most of the flattening time
-/// in malloc). Keys are never removed.
-class NodeIndex {
-public:
-    explicit NodeIndex(std::size_t expected) {
-        std::size_t cap = 16;
-        while(cap < 2 * expected) {
-            cap *= 2;
-        }
-        slots_.assign(cap, Slot{});
-    }
-
-    void insert(const PyObject* key, std::int32_t value) {
-        if(2 * (size_ + 1) > slots_.size()) {
-            grow();
-        }
-        place(key, value);
-        ++size_;
-    }
-
-    /// The index of `key`, or -1.
-    [[nodiscard]] std::int32_t find(const PyObject* key) const {
-        for(std::size_t i = hash(key);; i = (i + 1) & (slots_.size() - 1)) {
-            if(slots_[i].key == key) {
-                return slots_[i].value;
-            }
-            if(slots_[i].key == nullptr) {
-                return -1;
-            }
-        }
-    }
-
-private:
-    struct Slot {
-        const PyObject* key = nullptr;
-        std::int32_t value = -1;
-    };
-
-    [[nodiscard]] std::size_t hash(const PyObject* key) const {
-        auto h =
-            reinterpret_cast<std::uintptr_t>(key) >> 4U;  // objects are 16-byte aligned
-        h *= 0x9E3779B97F4A7C15ULL;
-        return static_cast<std::size_t>(h >> 20U) & (slots_.size() - 1);
-    }
-
-    void place(const PyObject* key, std::int32_t value) {
-        std::size_t i = hash(key);
-        while(slots_[i].key != nullptr) {
-            i = (i + 1) & (slots_.size() - 1);
-        }
-        slots_[i] = Slot{key, value};
-    }
-
-    void grow() {
-        std::vector<Slot> old(slots_.size() * 2);
-        old.swap(slots_);
-        for(const Slot& s : old) {
-            if(s.key != nullptr) {
-                place(s.key, s.value);
-            }
-        }
-    }
-
-    std::vector<Slot> slots_;
-    std::size_t size_ = 0;
-};
+/// Node object -> index, by address (one allocation: a node-based
+/// std::unordered_map spent most of the flattening time in malloc).
+using NodeIndex = core::OpenTable<const PyObject*, std::int32_t, core::AddressHash>;
 
 /// Interning tables of one compiled pattern set.
 class Interner {
@@ -292,7 +229,7 @@ public:
             for(Py_ssize_t k = 0; k < n_args; ++k) {
                 PyObject* a = PyTuple_GET_ITEM(args.ptr(), k);
                 if(PyObject_TypeCheck(a, node_type)) {
-                    const std::int32_t found = index.find(a);
+                    const std::int32_t found = index.find_or(a, -1);
                     if(found < 0) {
                         throw py::value_error("node " +
                                               py::str(node).cast<std::string>() +

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "open_table.hpp"
+
 namespace pyfuse::core {
 
 namespace {
@@ -19,125 +21,13 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-/// Object key -> node index, open addressing (keys are never removed).
-class KeyIndex {
-public:
-    explicit KeyIndex(std::size_t n) {
-        std::size_t cap = 16;
-        while(cap < 2 * n) {
-            cap *= 2;
-        }
-        slots_.assign(cap, Slot{});
-    }
+/// Object key -> node index (the emitter sizes it for all its nodes: it never grows).
+using KeyIndex = OpenTable<std::uint64_t, std::int32_t, AddressHash>;
 
-    /// False if `key` is already present.
-    bool insert(std::uint64_t key, std::int32_t value) {
-        std::size_t i = slot_of(key);
-        while(slots_[i].value >= 0) {
-            if(slots_[i].key == key) {
-                return false;
-            }
-            i = (i + 1) & (slots_.size() - 1);
-        }
-        slots_[i] = Slot{key, value};
-        return true;
-    }
-
-    [[nodiscard]] std::int32_t find(std::uint64_t key) const {
-        for(std::size_t i = slot_of(key);; i = (i + 1) & (slots_.size() - 1)) {
-            if(slots_[i].value < 0) {
-                return -1;
-            }
-            if(slots_[i].key == key) {
-                return slots_[i].value;
-            }
-        }
-    }
-
-private:
-    struct Slot {
-        std::uint64_t key = 0;
-        std::int32_t value = -1;
-    };
-
-    [[nodiscard]] std::size_t slot_of(std::uint64_t key) const {
-        const std::uint64_t h = (key >> 4U) * 0x9E3779B97F4A7C15ULL;
-        return static_cast<std::size_t>(h >> 20U) & (slots_.size() - 1);
-    }
-
-    std::vector<Slot> slots_;
-};
-
-/// String view -> int64, open addressing (linear probing, power-of-two
-/// capacity, no deletion): one array, no allocation per entry. The namespace
-/// holds two entries a node; node-based maps spent more time allocating and
-/// freeing them than looking them up. The caller owns the viewed strings.
-class StrTable {
-public:
-    explicit StrTable(std::size_t expected) {
-        std::size_t cap = 16;
-        while(cap < 2 * expected) {
-            cap *= 2;
-        }
-        slots_.assign(cap, Slot{});
-    }
-
-    /// The value stored for `key`, or nullptr. Valid until the next insert.
-    std::int64_t* find(std::string_view key) {
-        const std::size_t h = std::hash<std::string_view>{}(key);
-        for(std::size_t i = h & mask();; i = (i + 1) & mask()) {
-            Slot& s = slots_[i];
-            if(!s.used) {
-                return nullptr;
-            }
-            if(s.hash == h && s.key == key) {
-                return &s.value;
-            }
-        }
-    }
-
-    [[nodiscard]] bool contains(std::string_view key) { return find(key) != nullptr; }
-
-    /// Adds `key` (not present) with `value`.
-    void insert(std::string_view key, std::int64_t value) {
-        if(2 * (size_ + 1) > slots_.size()) {
-            grow();
-        }
-        place(Slot{key, std::hash<std::string_view>{}(key), value, true});
-        ++size_;
-    }
-
-private:
-    struct Slot {
-        std::string_view key;
-        std::size_t hash = 0;
-        std::int64_t value = 0;
-        bool used = false;
-    };
-
-    [[nodiscard]] std::size_t mask() const { return slots_.size() - 1; }
-
-    void place(const Slot& slot) {
-        std::size_t i = slot.hash & mask();
-        while(slots_[i].used) {
-            i = (i + 1) & mask();
-        }
-        slots_[i] = slot;
-    }
-
-    void grow() {
-        std::vector<Slot> old(2 * slots_.size());
-        old.swap(slots_);
-        for(const Slot& s : old) {
-            if(s.used) {
-                place(s);
-            }
-        }
-    }
-
-    std::vector<Slot> slots_;
-    std::size_t size_ = 0;
-};
+/// String view -> int64: the namespace holds two entries a node; node-based maps
+/// spent more time allocating and freeing them than looking them up. The caller
+/// owns the viewed strings.
+using StrTable = OpenTable<std::string_view, std::int64_t, StringHash>;
 
 bool is_ident_start(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
@@ -368,7 +258,7 @@ public:
         const std::size_t n = g_.key.size();
         check_shapes();
         for(std::size_t i = 0; i < n; ++i) {
-            if(!index_.insert(g_.key[i], static_cast<std::int32_t>(i))) {
+            if(!index_.try_insert(g_.key[i], static_cast<std::int32_t>(i))) {
                 throw Unsupported("a node listed twice");
             }
         }
@@ -481,7 +371,7 @@ private:
     }
 
     std::int32_t node_of_key(std::uint64_t key) const {
-        const std::int32_t i = index_.find(key);
+        const std::int32_t i = index_.find_or(key, -1);
         if(i < 0) {
             throw Unsupported("an argument refers to a node outside the graph");
         }

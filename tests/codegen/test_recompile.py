@@ -14,7 +14,7 @@ import torch.fx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.fx import Graph, GraphModule
-from torch.fx.graph import CodeGen
+from torch.fx.graph import CodeGen, PythonCode
 from torch.fx.immutable_collections import immutable_list
 
 import pyfuse
@@ -218,6 +218,26 @@ def test_node_attributes_read_as_getattr_reads_them():
     node.__class__ = Renamed
     assert same_code(g) is None
     assert "x : float, scale" in g.python_code("self").src
+
+
+def test_edit_listing_a_node_twice_or_missing_an_argument_falls_back():
+    """A planned edit whose node list has a node twice, or leaves out a node a kept
+    node reads (and does not redirect it), is not a graph: the emitter's node index
+    reports it and nothing is written."""
+    g = Graph()
+    x = g.placeholder("x")
+    a = g.call_function(torch.relu, (x,))
+    g.output(g.call_function(torch.neg, (a,)))
+    nodes = list(g.nodes)
+    twice = codegen.PlannedEdit(nodes[:2] + nodes[1:], {})
+    assert codegen.try_python_code(g, edit=twice) == "a node listed twice"
+    unlisted = codegen.PlannedEdit([n for n in nodes if n is not a], {})
+    assert (
+        codegen.try_python_code(g, edit=unlisted)
+        == "an argument refers to a node outside the graph"
+    )
+    redirected = codegen.PlannedEdit(unlisted.nodes, {a: x})
+    assert isinstance(codegen.try_python_code(g, edit=redirected), PythonCode)
 
 
 def test_annotations_and_defaults_are_native():

@@ -80,3 +80,23 @@ def test_bad_interning_table_entry_names_the_node():
         ValueError, match=r"node add: the literal id for it is 1099511627776"
     ):
         interner.flatten(gm.graph.nodes, gm)
+
+
+def test_nodes_without_a_length_are_indexed_past_the_first_table():
+    """An iterable of nodes without a length: the node index starts at its
+    smallest and grows; nodes read after it grew (the first one, the previous one)
+    are still found."""
+    g = torch.fx.Graph()
+    x = v = g.placeholder("x")
+    for _ in range(40):
+        v = g.call_function(operator.add, (v, x))
+    g.output(v)
+    root = nn.Module()
+    interner = compile_patterns([(nn.ReLU, nn.Conv2d)]).interner
+    sized, nodes, _, _ = interner.flatten(g.nodes, root)
+    unsized, nodes_again, _, _ = interner.flatten((n for n in g.nodes), root)
+    assert nodes_again == nodes == list(g.nodes)
+    assert unsized.arg == sized.arg
+    assert sized.arg[-3:-1] == [39, 0]  # the last add reads node 39 and x
+    for a in ("label", "users", "arg_off"):
+        assert getattr(unsized, a) == getattr(sized, a)
