@@ -50,8 +50,8 @@ public:
              py::object node_type)
         : method_labels_(std::move(method_labels)),
           literal_ids_(std::move(literal_ids)), resolve_type_(std::move(resolve_type)),
-          node_type_(std::move(node_type)), members_(node_type_.ptr(), kNodeAttrs),
-          keep_(py::list()) {
+          node_type_(require_type(std::move(node_type), "node_type")),
+          members_(node_type_.ptr(), kNodeAttrs), keep_(py::list()) {
         // Functions match by identity, as the reference's `is` test does.
         for(auto item : func_labels) {
             keep_.append(item.first);
@@ -60,9 +60,6 @@ public:
         for(auto item : module_type_labels) {
             keep_.append(item.first);
             types_.emplace(item.first.ptr(), item.second.cast<std::int32_t>());
-        }
-        if(!PyType_Check(node_type_.ptr())) {
-            throw py::type_error("node_type must be a type");
         }
     }
 

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstddef>
+#include <string>
 
 #include "pybind11.hpp"
 
@@ -10,6 +11,14 @@
 #include <structmember.h>
 
 namespace pyfuse::bindings {
+
+/// `o` itself if it is a type, else a TypeError naming the argument `what`.
+inline py::object require_type(py::object o, const char* what) {
+    if(!PyType_Check(o.ptr())) {
+        throw py::type_error(std::string(what) + " must be a type");
+    }
+    return o;
+}
 
 /// Reads `N` attributes that a type keeps in slots (member descriptors, like
 /// torch.fx.Node's, defined by its C base class), as ``PyObject_GetAttr``

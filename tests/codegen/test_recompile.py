@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.fx import Graph, GraphModule
 from torch.fx.graph import CodeGen, PythonCode
-from torch.fx.immutable_collections import immutable_list
+from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 import pyfuse
 from pyfuse import _core, codegen
@@ -49,6 +49,24 @@ class Raises(torch.nn.Module):
 
 def _pair(model: torch.nn.Module) -> tuple[GraphModule, GraphModule]:
     return torch.fx.symbolic_trace(model), torch.fx.symbolic_trace(model)
+
+
+@pytest.mark.parametrize(
+    ("node", "ilist", "message"),
+    [
+        ("Node", immutable_list, r"^node_type must be a type$"),
+        (torch.fx.Node, [], r"^immutable_list and immutable_dict must be types$"),
+    ],
+    ids=["node_type", "immutable_list"],
+)
+def test_emitter_argument_that_is_not_a_type_is_named(node, ilist, message):
+    def classify(_o):
+        return 0
+
+    with pytest.raises(TypeError, match=message):
+        _core.Emitter(
+            {}, [], ("wrap", 0, False), node, ilist, immutable_dict, *[classify] * 3
+        )
 
 
 def test_recompile_same_code_attributes_and_outputs():

@@ -82,6 +82,11 @@ def test_bad_interning_table_entry_names_the_node():
         interner.flatten(gm.graph.nodes, gm)
 
 
+def test_node_type_that_is_not_a_type_is_named():
+    with pytest.raises(TypeError, match=r"^node_type must be a type$"):
+        _core.Interner({}, {}, {}, {}, lambda _m: 0, "Node")
+
+
 def test_nodes_without_a_length_are_indexed_past_the_first_table():
     """An iterable of nodes without a length: the node index starts at its
     smallest and grows; nodes read after it grew (the first one, the previous one)
