@@ -53,15 +53,11 @@ public:
               py::function classify_type)
         : node_type_(require_type(std::move(node_type), "node_type")),
           members_(node_type_.ptr(), kNodeAttrs),
-          immutable_list_(std::move(immutable_list)),
-          immutable_dict_(std::move(immutable_dict)),
+          immutable_list_(require_type(std::move(immutable_list), "immutable_list")),
+          immutable_dict_(require_type(std::move(immutable_dict), "immutable_dict")),
           classify_value_(std::move(classify_value)),
           classify_callee_(std::move(classify_callee)),
           classify_type_(std::move(classify_type)), keep_(py::list()) {
-        if(!PyType_Check(immutable_list_.ptr()) ||
-           !PyType_Check(immutable_dict_.ptr())) {
-            throw py::type_error("immutable_list and immutable_dict must be types");
-        }
         for(auto item : illegal) {
             keep_.append(item.second);
             illegal_names_.push_back(item.first.cast<std::string>());

@@ -52,21 +52,20 @@ def _pair(model: torch.nn.Module) -> tuple[GraphModule, GraphModule]:
 
 
 @pytest.mark.parametrize(
-    ("node", "ilist", "message"),
+    ("node", "ilist", "idict", "message"),
     [
-        ("Node", immutable_list, r"^node_type must be a type$"),
-        (torch.fx.Node, [], r"^immutable_list and immutable_dict must be types$"),
+        ("Node", immutable_list, immutable_dict, r"^node_type must be a type$"),
+        (torch.fx.Node, [], immutable_dict, r"^immutable_list must be a type$"),
+        (torch.fx.Node, immutable_list, {}, r"^immutable_dict must be a type$"),
     ],
-    ids=["node_type", "immutable_list"],
+    ids=["node_type", "immutable_list", "immutable_dict"],
 )
-def test_emitter_argument_that_is_not_a_type_is_named(node, ilist, message):
+def test_emitter_argument_that_is_not_a_type_is_named(node, ilist, idict, message):
     def classify(_o):
         return 0
 
     with pytest.raises(TypeError, match=message):
-        _core.Emitter(
-            {}, [], ("wrap", 0, False), node, ilist, immutable_dict, *[classify] * 3
-        )
+        _core.Emitter({}, [], ("wrap", 0, False), node, ilist, idict, *[classify] * 3)
 
 
 def test_recompile_same_code_attributes_and_outputs():
