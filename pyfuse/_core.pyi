@@ -1,6 +1,6 @@
 # Stubs of the private native module (csrc/bindings).
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 __version__: str
 build_info: str
@@ -107,3 +107,9 @@ class Emitter:
     ) -> tuple[str, dict[str, Any], dict[int, int | None], int] | str: ...
 
 def float_repr(x: float) -> str: ...
+
+_T = TypeVar("_T")
+
+def shell(
+    cls: type[_T], state: dict[str, Any], attrs: dict[str, Any] | None = ...
+) -> _T: ...

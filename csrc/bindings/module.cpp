@@ -9,10 +9,12 @@
 #endif
 
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
-    m.doc() = "pyfuse native core: pattern automaton and FX graph flattener (private).";
+    m.doc() = "pyfuse native core: pattern automaton, FX graph flattener, code emitter "
+              "and object shells (private).";
     m.attr("__version__") = PYFUSE_VERSION;
     m.attr("build_info") = PYFUSE_BUILD_INFO;
     pyfuse::bindings::register_automaton(m);
     pyfuse::bindings::register_flatten(m);
     pyfuse::bindings::register_emit(m);
+    pyfuse::bindings::register_shell(m);
 }

@@ -12,5 +12,6 @@ namespace pyfuse::bindings {
 void register_automaton(py::module_& m);
 void register_flatten(py::module_& m);
 void register_emit(py::module_& m);
+void register_shell(py::module_& m);
 
 }  // namespace pyfuse::bindings

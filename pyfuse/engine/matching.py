@@ -147,6 +147,11 @@ class Match:
         self._entries: dict[str, tuple[Node, Any, list[Any]]] | None = None
 
     @property
+    def last_index(self) -> int:
+        """The flattened index of `last`."""
+        return self._walk.roots[self.index]
+
+    @property
     def node_pattern(self) -> list[Any]:
         if self._node_pattern is None:
             self._build()

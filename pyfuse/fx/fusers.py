@@ -48,6 +48,7 @@ from torch.nn.utils.fusion import (
     fuse_linear_bn_weights,
 )
 
+from .. import _core
 from .folding import PLAIN_CONVS, Folds, grouped_convtranspose_bn, linear_bn_no_affine
 
 __all__ = [
@@ -101,20 +102,18 @@ def _shell_copy(module: torch.nn.Module) -> torch.nn.Module | None:
         or not _SHELL.issuperset(map(type, d.values()))
     ):
         return None
-    state = d.copy()
     for k, v in d.items():
-        if type(v) in _CONTAINERS:
-            if (
-                v
-                and k != "_parameters"
-                and not _IMMUTABLE.issuperset(
-                    map(type, v.values() if isinstance(v, dict) else v)
-                )
-            ):
-                return None
-            state[k] = v.copy()
-    clone = module.__class__.__new__(module.__class__)
-    clone.__dict__.update(state)
+        if (
+            type(v) in _CONTAINERS
+            and v
+            and k != "_parameters"
+            and not _IMMUTABLE.issuperset(
+                map(type, v.values() if isinstance(v, dict) else v)
+            )
+        ):
+            return None
+    # (copies of the containers, everything else shared)
+    clone: torch.nn.Module = _core.shell(module.__class__, d)
     return clone
 
 
@@ -125,23 +124,17 @@ class _Template:
     def __init__(self, instance: torch.nn.Module) -> None:
         self.cls = type(instance)
         state = instance.__dict__
-        self.fresh = [(k, type(v)) for k, v in state.items() if type(v) in _CONTAINERS]
-        if any(state[k] for k, _ in self.fresh if k != "_modules"):
+        fresh = [k for k, v in state.items() if type(v) in _CONTAINERS]
+        if any(state[k] for k in fresh if k != "_modules"):
             raise AssertionError(f"{self.cls.__name__}() holds state; not a template")
-        # (containers are replaced by fresh ones in `new`: hold none of the instance's)
+        # (empty containers, copied afresh by `new`: hold none of the instance's)
         self.state = {
-            k: (None if type(v) in _CONTAINERS else v) for k, v in state.items()
+            k: (type(v)() if type(v) in _CONTAINERS else v) for k, v in state.items()
         }
 
-    def new(self, **attrs: Any) -> Any:
-        state = self.state.copy()
-        for k, t in self.fresh:
-            state[k] = t()
-        if attrs:
-            state.update(attrs)
-        obj = self.cls.__new__(self.cls)
-        obj.__dict__.update(state)
-        return obj
+    def new(self, attrs: dict[str, Any] | None = None) -> Any:
+        """A new instance; `attrs` replace (or follow) the template's entries."""
+        return _core.shell(self.cls, self.state, attrs)
 
 
 @functools.cache
@@ -166,7 +159,7 @@ def new_relu(training: bool) -> torch.nn.ReLU:
         m = torch.nn.ReLU()
         m.training = training
         return m
-    relu: torch.nn.ReLU = _relu_template().new(training=training)
+    relu: torch.nn.ReLU = _relu_template().new({"training": training})
     return relu
 
 
@@ -188,7 +181,7 @@ def _sequential(cls: type, *mods: torch.nn.Module) -> Any:
     key = (cls, *map(type, mods))
     template = _sequence_templates.get(key)
     if template is not None and not registration_hooks():
-        return template.new(_modules=dict(zip(_INDEX, mods, strict=False)))
+        return template.new({"_modules": dict(zip(_INDEX, mods, strict=False))})
     if not all(t.__module__.startswith("torch.nn.modules.") for t in key[1:]):
         # (only torch's own module classes are cached: a parametrized module has a
         # class of its own, which a cache would keep alive)

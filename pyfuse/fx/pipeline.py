@@ -66,7 +66,7 @@ def _fuse(
     flat, fusions, failure = analyze(model, is_qat, plan, report)
     early = planned = None
     if not lazy and failure is None:
-        planned = plan_edit(model.graph, fusions)
+        planned = plan_edit(flat, fusions)
         if planned is not None:
             worker = wanted(len(planned.nodes), compile_worker)
             early = early_code(model.graph, planned, CodeGen(), worker)

@@ -14,6 +14,7 @@ from torch.fx import Graph, Node
 from torch.fx.graph import _FindNodesLookupTable
 
 from ..codegen import PlannedEdit, torch_version
+from ..engine.flatten import Flat
 from .checks import read_outside, simple
 from .prepare import Fusion
 
@@ -104,23 +105,24 @@ def edit(
     return graph
 
 
-def plan_edit(graph: Graph, fusions: list[Fusion]) -> PlannedEdit | None:
-    """What :func:`edit` will do, described without doing it (for writing the
-    output's code before the fusers run); None for an edit that adds inputs or
-    rebuilds the graph (its code is written after it)."""
+def plan_edit(flat: Flat, fusions: list[Fusion]) -> PlannedEdit | None:
+    """What :func:`edit` will do to the graph `flat` was flattened from, described
+    without doing it (for writing the output's code before the fusers run); None
+    for an edit that adds inputs or rebuilds the graph (its code is written after
+    it)."""
     if any(f.extra_inputs for f in fusions) or not _in_place(fusions):
         return None
-    at_last: dict[Node, Node] = {}
-    redirect: dict[Node, Node] = {}
-    claimed: set[Node] = set()
+    kept: list[Node | None] = list(flat.nodes)
     for f in fusions:
-        last, root = f.match.last, f.root_node
-        claimed.update(f.match.claimed)
-        at_last[last] = root
-        if root is not last:
-            redirect[last] = root
-    nodes = [at_last.get(n, n) for n in graph.nodes if n not in claimed or n in at_last]
-    return PlannedEdit(nodes, redirect)
+        for i in f.match.ids:
+            kept[i] = None
+    redirect: dict[Node, Node] = {}
+    for f in fusions:
+        m, root = f.match, f.root_node
+        kept[m.last_index] = root
+        if root is not m.last:
+            redirect[m.last] = root
+    return PlannedEdit([n for n in kept if n is not None], redirect)
 
 
 def rebuild(graph: Graph, fusions: list[Fusion]) -> Graph:
