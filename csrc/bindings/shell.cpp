@@ -31,18 +31,24 @@ PyObject* fresh_copy(PyObject* v) {
     return v;
 }
 
-/// Fills `dict` from `state` (in its order, fresh copies of its containers),
-/// then from `attrs` (as ``dict.update`` does: in place of the state's values).
+/// Fills the empty `dict` from `state` (in its order, fresh copies of its
+/// containers), then from `attrs` (as ``dict.update`` does). The state is merged
+/// whole first (an empty dict clones the state's key table) and its containers
+/// replaced after: values of keys already there change in place.
 bool fill(PyObject* dict, PyObject* state, PyObject* attrs) {
+    if(PyDict_Update(dict, state) != 0) {
+        return false;
+    }
     Py_ssize_t pos = 0;
     PyObject* key = nullptr;
     PyObject* value = nullptr;
-    while(PyDict_Next(state, &pos, &key, &value) != 0) {
+    while(PyDict_Next(dict, &pos, &key, &value) != 0) {
         PyObject* v = fresh_copy(value);
         if(v == nullptr) {
             return false;
         }
-        const int rc = PyDict_SetItem(dict, key, v);
+        // (no key is added or removed: iterating on stays valid)
+        const int rc = v == value ? 0 : PyDict_SetItem(dict, key, v);
         Py_DECREF(v);
         if(rc != 0) {
             return false;
@@ -80,14 +86,15 @@ PyObject* shell(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if(!obj) {
         return nullptr;
     }
-    py::object dict = py::reinterpret_steal<py::object>(
-        PyObject_GetAttrString(obj.ptr(), "__dict__"));
+    static PyObject* const dict_name = PyUnicode_InternFromString("__dict__");
+    py::object dict =
+        py::reinterpret_steal<py::object>(PyObject_GetAttr(obj.ptr(), dict_name));
     if(!dict) {
         return nullptr;
     }
-    if(!PyDict_CheckExact(dict.ptr())) {
+    if(!PyDict_CheckExact(dict.ptr()) || PyDict_GET_SIZE(dict.ptr()) != 0) {
         PyErr_Format(PyExc_TypeError,
-                     "shell: '%s' instances have no plain __dict__",
+                     "shell: '%s' instances have no plain, empty __dict__",
                      tp->tp_name);
         return nullptr;
     }

@@ -21,6 +21,15 @@ class Plain:
     pass
 
 
+class Preset:
+    """A class whose __new__ fills the instance's __dict__ (shell refuses it)."""
+
+    def __new__(cls):
+        obj = super().__new__(cls)
+        obj.a = 0
+        return obj
+
+
 def _state() -> dict:
     leaf = [1]
     return {
@@ -107,8 +116,9 @@ def test_new_of_the_class_runs():
         ((Plain, {}, [("a", 1)]), TypeError, r"^shell: state and attrs must be dicts$"),
         ((Plain,), TypeError, r"^shell\(cls, state, attrs=None\)$"),
         ((int, {"a": 1}), AttributeError, r"__dict__"),
+        ((Preset, {"a": 1}), TypeError, r"^shell: 'Preset' instances have no plain, "),
     ],
-    ids=["cls", "state", "attrs", "arity", "no-dict"],
+    ids=["cls", "state", "attrs", "arity", "no-dict", "preset-dict"],
 )
 def test_bad_arguments_are_named(args, error, message):
     with pytest.raises(error, match=message):
