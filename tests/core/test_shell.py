@@ -81,8 +81,10 @@ def test_two_instances_share_no_container():
     a.d["new"] = 1
     a.empty_od["new"] = 1
     a.s.add(5)
-    assert "new" not in b.d and not b.empty_od and 5 not in b.s
-    assert "new" not in state["d"] and not state["empty_od"] and 5 not in state["s"]
+    for other in (vars(b), state):
+        assert "new" not in other["d"]
+        assert not other["empty_od"]
+        assert 5 not in other["s"]
 
 
 def test_attrs_replace_in_place_and_follow():
