@@ -123,14 +123,15 @@ class _Template:
 
     def __init__(self, instance: torch.nn.Module) -> None:
         self.cls = type(instance)
-        state = instance.__dict__
-        fresh = [k for k, v in state.items() if type(v) in _CONTAINERS]
-        if any(state[k] for k in fresh if k != "_modules"):
-            raise AssertionError(f"{self.cls.__name__}() holds state; not a template")
         # (empty containers, copied afresh by `new`: hold none of the instance's)
-        self.state = {
-            k: (type(v)() if type(v) in _CONTAINERS else v) for k, v in state.items()
-        }
+        self.state: dict[str, Any] = {}
+        for k, v in instance.__dict__.items():
+            container = type(v) in _CONTAINERS
+            if container and v and k != "_modules":
+                raise AssertionError(
+                    f"{self.cls.__name__}() holds state; not a template"
+                )
+            self.state[k] = type(v)() if container else v
 
     def new(self, attrs: dict[str, Any] | None = None) -> Any:
         """A new instance; `attrs` replace (or follow) the template's entries."""

@@ -113,12 +113,12 @@ def plan_edit(flat: Flat, fusions: list[Fusion]) -> PlannedEdit | None:
     if any(f.extra_inputs for f in fusions) or not _in_place(fusions):
         return None
     kept: list[Node | None] = list(flat.nodes)
-    for f in fusions:
-        for i in f.match.ids:
-            kept[i] = None
     redirect: dict[Node, Node] = {}
     for f in fusions:
+        # (matches claim disjoint nodes: no later fusion clears this root's place)
         m, root = f.match, f.root_node
+        for i in m.ids:
+            kept[i] = None
         kept[m.last_index] = root
         if root is not m.last:
             redirect[m.last] = root

@@ -15,6 +15,7 @@ from torch import nn
 from torch.ao.nn import intrinsic as nni
 
 import pyfuse
+from pyfuse import _core
 from pyfuse.fx import fusers
 from tests.support.contract import assert_same_fusion, run_both
 from tests.support.corpus import MODELS_BY_NAME
@@ -85,6 +86,20 @@ def test_shell_copy_is_deepcopy_without_parameters(bias):
     assert made._forward_hooks.keys() == conv._forward_hooks.keys()
     made._forward_hooks.clear()
     assert len(conv._forward_hooks) == 1
+
+
+class _Bare:
+    """A class whose instances start with an empty ``__dict__``."""
+
+
+@pytest.mark.parametrize("kind", sorted(fusers._CONTAINERS, key=repr), ids=repr)
+def test_every_container_type_the_checks_pass_is_copied_by_the_shell(kind):
+    # `_shell_copy` and `_Template` let these types through because the native
+    # shell copies them: a type added to `_CONTAINERS` alone would be shared.
+    value = kind()
+    made = _core.shell(_Bare, {"value": value})
+    assert type(made.value) is kind
+    assert made.value is not value
 
 
 def test_shell_copy_declines_what_it_cannot_copy_exactly():
