@@ -35,7 +35,6 @@ from typing import Any, Protocol
 import torch
 import torch.ao.nn.intrinsic as nni
 from torch.ao.quantization.fuser_method_mappings import (
-    _sequential_wrapper2,
     fuse_conv_bn,
     fuse_conv_bn_relu,
     fuse_convtranspose_bn,
@@ -60,6 +59,7 @@ __all__ = [
     "new_module",
     "new_relu",
     "registration_hooks",
+    "sequence_class",
 ]
 
 
@@ -377,13 +377,26 @@ def _fast_linear_bn(is_qat: bool, bn: Any, linear: Any) -> Any:
     return fused
 
 
+@functools.cache  # (no argument: torch's one wrapper)
+def _wrapper_code() -> Any:
+    from torch.ao.quantization.fuser_method_mappings import _sequential_wrapper2
+
+    return _sequential_wrapper2(None).__code__  # type: ignore[no-untyped-call]
+
+
+def sequence_class(method: Any) -> Any:
+    """What a fuser method made by torch's ``_sequential_wrapper2(cls)`` wraps
+    (``cls``, which it calls with the matched modules), or None if `method` is
+    not one of those closures."""
+    if getattr(method, "__code__", None) is not _wrapper_code():
+        return None
+    return method.__closure__[0].cell_contents
+
+
 def _sequence_fuser(method: Any) -> type | None:
     """The class a ``torch.ao.quantization.fuser_method_mappings._sequential_wrapper2``
     fuser method builds, or None if `method` is not one."""
-    code = getattr(method, "__code__", None)
-    if code is None or code is not _sequential_wrapper2(torch.nn.Sequential).__code__:  # type: ignore[no-untyped-call]
-        return None
-    cls = method.__closure__[0].cell_contents
+    cls = sequence_class(method)
     return cls if isinstance(cls, type) and cls.__module__ == _FUSED_MODULES else None
 
 

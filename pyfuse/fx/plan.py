@@ -20,6 +20,7 @@ from ..engine.patterns import (
     compile_patterns,
     sort_patterns,
 )
+from .fusers import sequence_class
 
 __all__ = [
     "Plan",
@@ -86,6 +87,17 @@ def plan_for(backend_config: Any) -> Plan:
     return _cached_plan(_ByContent(backend_config))
 
 
+_WRAPPED = object()  # (marks a wrapper closure's class in a plan's key)
+
+
+def _fuser_key(method: Any) -> Any:
+    """`method` as a plan's key compares it: by identity, but for torch's wrapper
+    closures, which ``get_native_backend_config()`` makes afresh on every call
+    (two that wrap the same class fuse alike)."""
+    cls = sequence_class(method)
+    return method if cls is None else (_WRAPPED, cls)
+
+
 class _ByContent:
     """A backend config compared by what a plan reads from it: its patterns and
     their fuser methods and getters."""
@@ -95,7 +107,7 @@ class _ByContent:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.key = tuple(
-            (p, c.fuser_method, c._root_node_getter, c._extra_inputs_getter)
+            (p, _fuser_key(c.fuser_method), c._root_node_getter, c._extra_inputs_getter)
             for p, c in config._pattern_complex_format_to_config.items()
         )
 

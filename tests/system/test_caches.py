@@ -10,10 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch.ao.quantization.backend_config.utils  # noqa: F401 (set_backend_pattern_config needs it loaded)
+import torch
+import torch.ao.quantization.backend_config.utils  # (set_backend_pattern_config needs it loaded)
 from torch import nn
-from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig
+from torch.ao.nn import intrinsic as nni
+from torch.ao.quantization.backend_config import (
+    BackendConfig,
+    BackendPatternConfig,
+    get_native_backend_config,
+)
+from torch.ao.quantization.fuser_method_mappings import _sequential_wrapper2
 
+import pyfuse
 from pyfuse.engine import matching, patterns
 from pyfuse.engine.patterns import USER_CACHE_SIZE, compile_patterns
 from pyfuse.errors import PatternError
@@ -54,6 +62,29 @@ def test_an_equal_config_built_again_reuses_the_plan():
     assert plan.plan_for(again) is plan.plan_for(first)
     other = plan.plan_for(_config(_new_fuser()))
     assert other is not plan.plan_for(first)  # a different fuser: its own plan
+
+
+def test_native_configs_built_again_share_one_plan():
+    # get_native_backend_config() makes its wrapper closures afresh on every call
+    first, again = get_native_backend_config(), get_native_backend_config()
+    assert plan.plan_for(again) is plan.plan_for(first)
+
+
+class _OtherConvReLU(nn.Sequential):
+    """A fused class of its own, for a wrapper closure over another class."""
+
+
+def test_wrapper_closures_share_a_plan_only_over_the_same_class():
+    same = [_config(_sequential_wrapper2(nni.ConvReLU2d)) for _ in range(2)]
+    other = _config(_sequential_wrapper2(_OtherConvReLU))
+    assert plan.plan_for(same[1]) is plan.plan_for(same[0])
+    assert plan.plan_for(other) is not plan.plan_for(same[0])
+    traced = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU()))
+    assert (
+        type(pyfuse.fuse(traced, False, None, same[0])._modules["0"]) is nni.ConvReLU2d
+    )
+    traced = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU()))
+    assert type(pyfuse.fuse(traced, False, None, other)._modules["0"]) is _OtherConvReLU
 
 
 def test_equal_pattern_sets_share_one_automaton():
