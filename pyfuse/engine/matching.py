@@ -9,8 +9,8 @@ Most matches are *plain*: every position of the pattern claimed a node of its
 own (no literal, no node claimed by an earlier match, no node reached twice,
 no MatchAllNode, no getattr entry with arguments). Their record only depends on
 the pattern, so it is built from the claimed nodes by a function compiled from
-the pattern (once per pattern set: :func:`plain_shapes`). The others replay the
-reference's walk (O(pattern size), with every match's claims known).
+the pattern (once, when a match first needs it: :func:`plain_shapes`). The others
+replay the reference's walk (O(pattern size), with every match's claims known).
 """
 
 from __future__ import annotations
@@ -44,10 +44,27 @@ __all__ = [
 Builder = Callable[[Sequence[Any]], tuple[list[Any], tuple[list[Any], ...]]]
 
 
+_UNBUILT: Any = object()  # (a pattern's shape not built yet)
+
+
 @functools.lru_cache(maxsize=USER_CACHE_SIZE)
-def plain_shapes(patterns: tuple[Any, ...]) -> tuple[tuple[int, Builder] | None, ...]:
-    """:func:`plain_shape` of each pattern of a set, cached per set by content."""
-    return tuple(plain_shape(p) for p in patterns)
+def plain_shapes(patterns: tuple[Any, ...]) -> list[Any]:
+    """Per pattern of a set, a slot for its :func:`plain_shape` (cached per set
+    by content): filled by :func:`_shapes_of` when a match first needs it, as a
+    graph matches few of a config's patterns and each costs an ``exec``."""
+    return [_UNBUILT] * len(patterns)
+
+
+def _shapes_of(
+    patterns: tuple[Any, ...], used: Sequence[int]
+) -> list[tuple[int, Builder] | None]:
+    """:func:`plain_shape` of the patterns at the indices in `used`, built once
+    per set (other slots may be unbuilt)."""
+    shapes = plain_shapes(patterns)
+    for k in set(used):
+        if shapes[k] is _UNBUILT:
+            shapes[k] = plain_shape(patterns[k])
+    return shapes
 
 
 def plain_shape(pattern: Any) -> tuple[int, Builder] | None:
@@ -279,7 +296,7 @@ def match_graph(
     nodes = flat.nodes
     patterns = compiled.patterns
     out: list[Match] = []
-    shapes = plain_shapes(patterns)
+    shapes = _shapes_of(patterns, pats)
     walk = _Walk(res, flat, roots)
     for m, (r, k) in enumerate(zip(roots, pats, strict=True)):
         ids = claimed[claimed_off[m] : claimed_off[m + 1]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -51,12 +52,14 @@ def conflicts(
     """
     out = _unclaimed_root_conflicts(fusions, matches)
     called = [m for m in flat.modules if m is not None]
-    if (
-        not flat.get_attrs
-        and len({id(m) for m in called}) == len(called)
-        and not any(m._modules for m in called)
-    ):
-        return out  # every module is called once, none holds another, none is read
+    if not flat.get_attrs and not any(map(_submodules, called)):
+        calls_of = Counter(map(id, called))
+        if len(calls_of) == len(called) or all(
+            calls_of[id(modules[str(f.root_node.target)])] < 2 for f in fusions
+        ):
+            # No root module is called at another site, read, or inside a
+            # called module (no called module holds another).
+            return out
     flagged = {id(f) for f, _ in out}
     # Sites the fusions erase (claimed, not a root) no longer call their module.
     erased = {n for f in fusions for n in f.match.claimed if n is not f.root_node}
@@ -106,6 +109,9 @@ def conflicts(
         if reason and id(f) not in flagged:
             out.append((f, reason))
     return out
+
+
+_submodules = attrgetter("_modules")
 
 
 def _unclaimed_root_conflicts(

@@ -46,3 +46,23 @@ def test_both_kinds_of_record_are_exercised():
     for m in matches:
         assert m.node_pattern  # built (or replayed) on demand
         assert m.last.name in m.entries
+
+
+def test_only_the_patterns_that_match_get_a_shape():
+    """A pattern's record builder is compiled (an ``exec``) when a match first
+    needs it: a graph matches few of a config's patterns."""
+    from torch import nn
+
+    from pyfuse.engine.matching import plain_shapes
+
+    patterns = [(nn.ReLU, (nn.BatchNorm2d, nn.Conv2d)), (nn.ReLU, nn.Linear)]
+    patterns.append((nn.ReLU, "method_only_in_this_test"))
+    gm = torch.fx.symbolic_trace(
+        nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1), nn.ReLU()).eval()
+    )
+    compiled = compile_patterns(patterns)
+    matches = match_graph(compiled, flatten(gm.graph, gm, compiled))
+    assert [m.pattern_index for m in matches] == [0]
+    assert matches[0].plain
+    built = [isinstance(s, tuple) for s in plain_shapes(compiled.patterns)]
+    assert built == [True, False, False]
