@@ -8,7 +8,7 @@ stages and torch are imported on the first call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .report import (
@@ -176,7 +176,6 @@ def _near_misses(
     it (BN + ReLU fused, their conv also read elsewhere), the longer chain is the
     miss a user asks about ("why did this conv not fuse?")."""
     from . import _core
-    from .engine.flatten import Flat
     from .engine.matching import match_graph
     from .fx.prepare import Modules, prepare
 
@@ -190,7 +189,7 @@ def _near_misses(
         flat.graph.arg,
     )
     modules = Modules(gm)
-    relaxed_flat = Flat(relaxed, flat.nodes, flat.modules, flat.get_attrs)
+    relaxed_flat = replace(flat, graph=relaxed)
     for m in reversed(match_graph(plan.compiled, relaxed_flat)):  # forward order
         if fused_nodes.issuperset(m.claimed):
             continue

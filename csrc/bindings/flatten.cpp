@@ -2,11 +2,13 @@
 // the integer arrays the core matches over. Python-aware by design, so it lives
 // in the binding layer, never in csrc/core. It imports nothing from torch: the
 // Node type and the interning tables are handed in by pyfuse.engine.patterns.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "../core/open_table.hpp"
 #include "flat_graph.hpp"
@@ -63,8 +65,11 @@ public:
         }
     }
 
-    /// Returns (FlatGraph, nodes, modules, get_attr_indices). `modules[i]` is the
-    /// module a call_module node calls (None elsewhere or when missing).
+    /// Returns (FlatGraph, nodes, modules, get_attr_indices, repeated, nested).
+    /// `modules[i]` is the module a call_module node calls (None elsewhere or
+    /// when missing); `repeated`: some module is called by two nodes; `nested`:
+    /// some called module holds submodules (a true `_modules`, or one that
+    /// cannot be read).
     py::tuple flatten(const py::iterable& node_iter, const py::object& root) {
         auto* node_type = reinterpret_cast<PyTypeObject*>(node_type_.ptr());
         FlatGraph g;
@@ -80,6 +85,8 @@ public:
         const auto n_expected = static_cast<std::size_t>(expected);
         NodeIndex index(n_expected);
         std::unordered_map<PyObject*, std::int32_t> other_types;
+        std::vector<PyObject*> called;  // (borrowed: `modules` holds them)
+        bool nested = false;
         g.label.reserve(n_expected);
         g.users.reserve(n_expected);
         g.arg_off.reserve(n_expected + 1);
@@ -186,6 +193,8 @@ public:
                 } else {
                     module = py::reinterpret_borrow<py::object>(mod);
                     label = type_label(mod, other_types);
+                    called.push_back(mod);
+                    nested = nested || holds_modules(mod, s_modules.ptr());
                 }
             } else if(same(op.ptr(), call_function.ptr())) {
                 auto f = funcs_.find(target.ptr());
@@ -241,10 +250,26 @@ public:
             }
             g.arg_off.push_back(static_cast<std::int32_t>(g.arg.size()));
         }
-        return py::make_tuple(std::move(g), nodes, modules, get_attrs);
+        std::sort(called.begin(), called.end());
+        const bool repeated =
+            std::adjacent_find(called.begin(), called.end()) != called.end();
+        return py::make_tuple(
+            std::move(g), nodes, modules, get_attrs, repeated, nested);
     }
 
 private:
+    /// Whether `module._modules` is true (or cannot be read or tested).
+    static bool holds_modules(PyObject* module, PyObject* name) {
+        PyObject* mods = PyObject_GetAttr(module, name);
+        const int truth = mods == nullptr ? -1 : PyObject_IsTrue(mods);
+        Py_XDECREF(mods);
+        if(truth < 0) {
+            PyErr_Clear();
+            return true;
+        }
+        return truth != 0;
+    }
+
     /// `seen` caches the other classes for one flatten call only: the graph's
     /// modules keep them alive meanwhile, and a class made per module instance
     /// (parametrization does that) must not outlive the model.
@@ -315,7 +340,7 @@ void register_flatten(py::module_& m) {
              "nodes"_a,
              "root"_a,
              "Flatten FX nodes (in graph order) to (FlatGraph, nodes, modules, "
-             "get_attrs).");
+             "get_attrs, repeated, nested).");
 }
 
 }  // namespace pyfuse::bindings

@@ -27,16 +27,19 @@ class Flat:
         modules: per node, the module a call_module node calls (None elsewhere,
             or when the target does not exist).
         get_attrs: indices of the get_attr nodes.
+        repeated: some module is called by more than one node.
+        nested: some called module holds submodules.
     """
 
     graph: _core.FlatGraph
     nodes: list[Node]
     modules: list[torch.nn.Module | None]
     get_attrs: list[int]
+    repeated: bool
+    nested: bool
 
 
 def flatten(graph: Graph, root: torch.nn.Module, compiled: CompiledPatterns) -> Flat:
     """`graph` (whose call_module targets live in `root`) flattened with the
     interning tables of `compiled`."""
-    flat, nodes, modules, get_attrs = compiled.interner.flatten(graph.nodes, root)
-    return Flat(flat, nodes, modules, get_attrs)
+    return Flat(*compiled.interner.flatten(graph.nodes, root))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 import torch
@@ -51,15 +50,12 @@ def conflicts(
     fusion of the same shape (same pattern, same modules), or there is none.
     """
     out = _unclaimed_root_conflicts(fusions, matches)
-    called = [m for m in flat.modules if m is not None]
-    if not flat.get_attrs and not any(map(_submodules, called)):
-        calls_of = Counter(map(id, called))
-        if len(calls_of) == len(called) or all(
-            calls_of[id(modules[str(f.root_node.target)])] < 2 for f in fusions
-        ):
-            # No root module is called at another site, read, or inside a
-            # called module (no called module holds another).
-            return out
+    if not flat.get_attrs and not flat.nested:
+        if not flat.repeated:
+            return out  # every module is called once, none holds another, none is read
+        calls_of = Counter(id(m) for m in flat.modules if m is not None)
+        if all(calls_of[id(f.root_module)] < 2 for f in fusions):
+            return out  # (the modules called at several sites are not roots)
     flagged = {id(f) for f, _ in out}
     # Sites the fusions erase (claimed, not a root) no longer call their module.
     erased = {n for f in fusions for n in f.match.claimed if n is not f.root_node}
@@ -71,7 +67,7 @@ def conflicts(
     shape: dict[int, set[tuple[Any, ...]]] = {}
     roots: Counter[int] = Counter()
     for f in fusions:
-        mid = id(modules[str(f.root_node.target)])
+        mid = id(f.root_module)
         roots[mid] += 1
         sig = (f.match.pattern_index, *((n.op, n.target) for n in f.match.claimed))
         shape.setdefault(mid, set()).add(sig)
@@ -86,8 +82,7 @@ def conflicts(
                 attr_users[prefix] += 1
     for f in fusions:
         path = str(f.root_node.target)
-        mod = modules[path]
-        mid = id(mod)
+        mid = id(f.root_module)
         reason = ""
         if calls[mid] > 1 and (calls[mid] != roots[mid] or len(shape[mid]) > 1):
             reason = (
@@ -109,9 +104,6 @@ def conflicts(
         if reason and id(f) not in flagged:
             out.append((f, reason))
     return out
-
-
-_submodules = attrgetter("_modules")
 
 
 def _unclaimed_root_conflicts(

@@ -62,6 +62,7 @@ class Fusion:
 
     match: Match
     root_node: Node
+    root_module: torch.nn.Module  # (the module root_node calls)
     extra_inputs: list[Any]
     modules: Any  # the reference's get_modules(matched_node_pattern)
     fuser: Callable[..., Any]
@@ -190,7 +191,13 @@ def prepare(
         mods = _matched_modules(match.node_pattern, modules, root_module)
         found = _fuser_for(plan, _matched_types(mods), is_qat)
         return Fusion(
-            match, root_node, extra, mods, found, root_node not in match.claimed
+            match,
+            root_node,
+            root_module,
+            extra,
+            mods,
+            found,
+            root_node not in match.claimed,
         )
     # A plain match's module types are the pattern's own: one fuser lookup per pattern.
     mods = _plain_modules(match, flat, modules, root_module)
@@ -199,4 +206,4 @@ def prepare(
     if fuser is None:
         fuser = plan.plain_fusers[key] = _fuser_for(plan, _matched_types(mods), is_qat)
     unclaimed = getter is not None and root_node not in match.claimed
-    return Fusion(match, root_node, extra, mods, fuser, unclaimed)
+    return Fusion(match, root_node, root_module, extra, mods, fuser, unclaimed)

@@ -98,10 +98,56 @@ def test_nodes_without_a_length_are_indexed_past_the_first_table():
     g.output(v)
     root = nn.Module()
     interner = compile_patterns([(nn.ReLU, nn.Conv2d)]).interner
-    sized, nodes, _, _ = interner.flatten(g.nodes, root)
-    unsized, nodes_again, _, _ = interner.flatten((n for n in g.nodes), root)
+    sized, nodes, *_ = interner.flatten(g.nodes, root)
+    unsized, nodes_again, *_ = interner.flatten((n for n in g.nodes), root)
     assert nodes_again == nodes == list(g.nodes)
     assert unsized.arg == sized.arg
     assert sized.arg[-3:-1] == [39, 0]  # the last add reads node 39 and x
     for a in ("label", "users", "arg_off"):
         assert getattr(unsized, a) == getattr(sized, a)
+
+
+class _Calls(nn.Module):
+    """Calls `first`, then `second` (which may be the same module)."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "repeated", "nested"),
+    [
+        (nn.ReLU(), nn.ReLU(), False, False),
+        (relu := nn.ReLU(), relu, True, False),  # one module at two paths
+        (nn.ReLU(), nn.Sequential(nn.ReLU()), False, True),
+    ],
+    ids=["distinct", "repeated", "nested"],
+)
+def test_flags_say_whether_modules_are_shared_or_hold_others(
+    first, second, repeated, nested
+):
+    """The pass's conflict check skips its work when no module is called twice
+    and none holds another; flattening says so."""
+    g = torch.fx.Graph()
+    g.output(g.call_module("second", (g.call_module("first", (g.placeholder("x"),)),)))
+    flat = flatten(g, _Calls(first, second), compile_patterns([(nn.ReLU, nn.Conv2d)]))
+    assert (flat.repeated, flat.nested) == (repeated, nested)
+
+
+def test_a_module_whose_submodules_cannot_be_read_counts_as_nested():
+    class Opaque(nn.ReLU):
+        def __getattribute__(self, name: str) -> object:
+            if name == "_modules":
+                raise RuntimeError("unreadable")
+            return super().__getattribute__(name)
+
+    g = torch.fx.Graph()
+    g.output(g.call_module("first", (g.placeholder("x"),)))
+    root = _Calls(Opaque(), nn.ReLU())
+    flat = flatten(g, root, compile_patterns([(nn.ReLU, nn.Conv2d)]))
+    assert flat.nested
+    assert not flat.repeated
