@@ -80,6 +80,18 @@ _IMMUTABLE = frozenset(
 )  # what copy.deepcopy returns as is (functions included), or copies to an equal value
 _CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
 _SHELL = _IMMUTABLE | _CONTAINERS
+_ATOMS = _IMMUTABLE - {tuple}
+
+
+def _all_immutable(values: Iterable[Any]) -> bool:
+    """Whether sharing each of `values` is what ``copy.deepcopy`` gives: immutable
+    atoms, or tuples of them (deepcopy copies a tuple that holds a list).
+    `values` is read twice."""
+    if _ATOMS.issuperset(map(type, values)):
+        return True
+    return all(
+        _all_immutable(v) if type(v) is tuple else type(v) in _ATOMS for v in values
+    )
 
 
 def registration_hooks() -> bool:
@@ -103,14 +115,15 @@ def _shell_copy(module: torch.nn.Module) -> torch.nn.Module | None:
     ):
         return None
     for k, v in d.items():
-        if (
-            type(v) in _CONTAINERS
-            and v
-            and k != "_parameters"
-            and not _IMMUTABLE.issuperset(
-                map(type, v.values() if isinstance(v, dict) else v)
-            )
-        ):
+        t = type(v)
+        if t is tuple:
+            held = v
+        elif t in _CONTAINERS and v and k != "_parameters":
+            held = v.values() if t is dict or t is collections.OrderedDict else v
+        else:
+            continue
+        # (atoms: the common case, tested inline)
+        if not _ATOMS.issuperset(map(type, held)) and not _all_immutable(held):
             return None
     # (copies of the containers, everything else shared)
     clone: torch.nn.Module = _core.shell(module.__class__, d)

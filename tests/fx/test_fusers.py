@@ -114,6 +114,32 @@ def test_shell_copy_declines_what_it_cannot_copy_exactly():
     assert fusers._shell_copy(conv) is None
 
 
+def test_shell_copy_shares_a_tuple_only_where_deepcopy_does():
+    conv = nn.Conv2d(1, 1, 1)
+    conv.note = (1, ("a", None))  # atoms all the way down: deepcopy returns it
+    made = fusers._shell_copy(conv)
+    assert made is not None
+    assert made.note is copy.deepcopy(conv).note is conv.note
+    for held in (([1],), (1, (2, {})), {"k": ([1],)}, [(1, [2])]):
+        conv.note = held  # a list or dict inside a tuple: deepcopy copies it
+        assert fusers._shell_copy(conv) is None, held
+
+
+@pytest.mark.parametrize("fuse", ["pyfuse", "reference"])
+def test_eval_fold_does_not_share_a_tuple_held_list_with_the_input(fuse):
+    from torch.ao.quantization.fx.fuse import fuse as reference_fuse
+
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)).eval()
+    held = [1]
+    model[0].note = (held,)
+    gm = torch.fx.symbolic_trace(model)
+    out = (pyfuse.fuse if fuse == "pyfuse" else reference_fuse)(gm, False)
+    fused = out.get_submodule("0")
+    assert type(fused) is nn.Conv2d
+    assert fused.note == ([1],)
+    assert fused.note[0] is not held  # the input's list stays the input's
+
+
 def test_conv_bn_eval_is_torchs_fold_bit_for_bit():
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
