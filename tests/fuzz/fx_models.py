@@ -297,6 +297,15 @@ class _Builder:
             parametrize.register_parametrization(m, "weight", _Ident())
         return self.maybe_freeze(m)
 
+    def maybe_annotate(self, m):
+        """A user attribute, sometimes: plain values are shared by a fold's copy,
+        a list or dict (inside a tuple too) is copied, as deepcopy copies it."""
+        if self.chance(30):
+            m.note = self.pick(
+                [(1, "a"), ((2, None), 3.0), ([1],), [(1, [2])], {"k": ([3],)}]
+            )
+        return m
+
     def maybe_freeze(self, m):
         if self.chance(4):  # frozen parameters: the fused ones keep requires_grad
             for p in m.parameters():
@@ -326,14 +335,14 @@ class _Builder:
             c_in, c_out, k, stride=s, padding=p, groups=groups, bias=self.chance(70)
         )
         _init_module(m, self.gen)
-        return self.maybe_parametrize(m)
+        return self.maybe_parametrize(self.maybe_annotate(m))
 
     def make_linear(self, t):
         m = nn.Linear(
             t.shape[-1], self.pick([1, 2, 3, 4, t.shape[-1]]), bias=self.chance(75)
         )
         _init_module(m, self.gen)
-        return self.maybe_parametrize(m)
+        return self.maybe_parametrize(self.maybe_annotate(m))
 
     def make_bn(self, t, rank=None):
         cls = BN.get(rank or t.dim())

@@ -52,7 +52,13 @@ from tests.fuzz.fixed_reference import (
 )
 from tests.fuzz.fx_models import trace
 from tests.fuzz.graphs import same
-from tests.support.contract import REFERENCE_FUSE, assert_same_fusion, single_thread
+from tests.support.contract import (
+    REFERENCE_FUSE,
+    assert_same_fusion,
+    objects_of,
+    shared_with,
+    single_thread,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -247,6 +253,7 @@ class Expected:
         self.gm = None  # or returned this
         self.skipped: list[tuple[_Fusing, str]] = []  # matches left out, with why
         self.fixes: set[str] = set()
+        self.shared: set[tuple] = set()  # where the output holds its input's objects
 
     def __repr__(self):
         what = f"raises {self.exc!r}" if self.exc is not None else "returns"
@@ -277,6 +284,7 @@ def expected_outcome(case) -> Expected:
         raise AssertionError("the fixed reference's exclusions do not settle")
     fresh = trace(case.make())
     exclude = {(_by_name(fresh, last.name), p) for last, p in exclude}
+    inputs = objects_of(fresh)
     try:
         with single_thread():
             exp.gm = run_fixed(
@@ -284,6 +292,8 @@ def expected_outcome(case) -> Expected:
             )
     except Exception as e:  # noqa: BLE001 - the right outcome is this exception type
         exp.exc = e
+    else:
+        exp.shared = shared_with(exp.gm, inputs)
     exp.fixes = fixes.used
     return exp
 
@@ -350,16 +360,18 @@ def equivalent(a, b):
 
 
 def run_pyfuse(case):
-    """pyfuse on a fresh trace: (output, report, None) or (None, None, exception)."""
+    """pyfuse on a fresh trace: (output, report, where the output holds the
+    input's objects, None) or (None, None, None, exception)."""
     gm = trace(case.make())
+    inputs = objects_of(gm)
     try:
         with single_thread():
             out, report = pyfuse.fuse(
                 gm, case.is_qat, None, case.backend_factory(), return_report=True
             )
     except Exception as e:  # noqa: BLE001 - compared with the right outcome
-        return None, None, e
-    return out, report, None
+        return None, None, None, e
+    return out, report, shared_with(out, inputs), None
 
 
 def _reference_outcome(case):
@@ -378,7 +390,7 @@ def check_case(case):
     check_matches(trace(case.make()), case.backend_factory())
     exp = expected_outcome(case)
     _note(f"expected: {exp!r}")
-    out, report, exc = run_pyfuse(case)
+    out, report, shared, exc = run_pyfuse(case)
     _note(f"pyfuse: {exc!r}" if exc is not None else f"pyfuse: {report!r}")
     if exp.exc is not None:
         want = type(exp.exc)
@@ -403,6 +415,11 @@ def check_case(case):
             ) from exc
         _check_skipped(exp, report)
         assert_same_fusion(exp.gm, out, case.inputs)
+        assert shared == exp.shared, (
+            "what the output shares with its input differs: "
+            f"only the right outcome's {sorted(exp.shared - shared)[:10]}, "
+            f"only pyfuse's {sorted(shared - exp.shared)[:10]}"
+        )
         if exp.skipped:
             kinds = sorted({_kind(r) for _, r in exp.skipped})
             label = f"skipped unsafe matches ({', '.join(kinds)}), rest identical"

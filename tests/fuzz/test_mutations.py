@@ -16,6 +16,7 @@ import torch.fx
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
+from pyfuse import _core
 from pyfuse.engine import matching
 from pyfuse.fx import fusers, pipeline
 from tests.fuzz.fx_models import cases
@@ -100,6 +101,21 @@ def test_mutant_fusing_a_shared_module_fails_the_fuse_fuzzer(monkeypatch):
 
     monkeypatch.setattr(pipeline, "conflicts", sharing)
     _fuse_fuzzer_fails(r"skipped matches: expected|pyfuse returned|pyfuse raised")
+
+
+def test_mutant_sharing_a_folded_modules_attributes_fails_the_fuse_fuzzer(monkeypatch):
+    """A pass whose eval fold copies a conv or linear sharing everything its
+    ``__dict__`` holds but the containers (a list inside a tuple attribute, which
+    the reference's deepcopy copies, stays the input's)."""
+
+    def shallow(module):
+        d = module.__dict__
+        if d.get("_buffers") or d.get("_modules"):
+            return None
+        return _core.shell(module.__class__, d)
+
+    monkeypatch.setattr(fusers, "_shell_copy", shallow)
+    _fuse_fuzzer_fails(r"what the output shares with its input differs")
 
 
 def test_mutant_raising_a_parent_type_fails_the_fuse_fuzzer(monkeypatch):

@@ -4,6 +4,8 @@
 ``torch.ao.quantization.fx.fuse.fuse`` and one with ``pyfuse.fuse``;
 ``assert_same_fusion`` checks that the two resulting GraphModules are indistinguishable:
 same generated code, same module tree, same state (bit for bit), same flags, same outputs.
+``run_both`` also checks that each output holds its input's objects at the same places
+(:func:`shared_with`): the reference shares what it leaves and copies what it folds.
 
 The reference is pinned: torch's own ``fuse`` and ``fuse_fx`` function objects are
 captured when this module is imported (before any test runs), so a
@@ -115,6 +117,7 @@ def _run_both(
     ref_model = torch.fx.symbolic_trace(model_factory())
     model = torch.fx.symbolic_trace(model_factory())
     assert ref_model is not model
+    ref_inputs, inputs = objects_of(ref_model), objects_of(model)
 
     ref_exc = None
     try:
@@ -126,6 +129,10 @@ def _run_both(
 
     if ref_exc is None:
         out = impl(model, is_qat, _fresh(fuse_custom_config), _fresh(backend_config))
+        ref_shared, shared = shared_with(ref_out, ref_inputs), shared_with(out, inputs)
+        assert shared == ref_shared, _diff_msg(
+            "what the output shares with its input", sorted(ref_shared), sorted(shared)
+        )
         return ref_out, out
 
     try:
@@ -140,6 +147,80 @@ def _run_both(
     raise AssertionError(
         f"reference raised {type(ref_exc).__name__}({ref_exc}) but the implementation returned normally"
     )
+
+
+#: values that are never copied, or copied to an equal value: sharing them is moot
+_ATOMS = (
+    int,
+    float,
+    complex,
+    bool,
+    str,
+    bytes,
+    type(None),
+    type,
+    torch.dtype,
+    torch.device,
+)
+
+
+def _moot(value: Any) -> bool:
+    return isinstance(value, _ATOMS) or (
+        callable(value) and not isinstance(value, torch.nn.Module)
+    )
+
+
+def objects_of(model: torch.nn.Module) -> dict[int, Any]:
+    """id -> object for `model`'s submodules and what their ``__dict__`` holds (into
+    containers), taken before a pass runs: the reference installs its fused
+    modules into its input, which must not count as the input's. The objects are
+    held, so that no id is reused while the map lives."""
+    held: dict[int, Any] = {}
+
+    def collect(value: Any) -> None:
+        if _moot(value) or isinstance(value, torch.nn.Module):
+            return
+        held[id(value)] = value
+        if isinstance(value, (tuple, list)):
+            for item in value:
+                collect(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+
+    for m in model.modules():
+        held[id(m)] = m
+        for value in vars(m).values():
+            collect(value)
+    return held
+
+
+def shared_with(out: torch.nn.Module, inputs: dict[int, Any]) -> set[tuple]:
+    """The places in `out`'s submodules (a module path, a ``__dict__`` key, keys
+    into containers) that hold one of `inputs` (see :func:`objects_of`). The
+    reference shares the modules it does not fuse and deep-copies what it folds; a
+    drop-in shares exactly the same. (The root's own attributes are left out:
+    pyfuse's output reuses the input's graph, as documented.)"""
+    found: set[tuple] = set()
+
+    def walk(value: Any, where: tuple) -> None:
+        if _moot(value) or isinstance(value, torch.nn.Module):
+            return  # (modules: by their own paths)
+        if id(value) in inputs:
+            found.add(where)
+        if isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                walk(item, (*where, i))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*where, repr(key)))
+
+    for path, m in out.named_modules(remove_duplicate=False):
+        if id(m) in inputs:
+            found.add((path,))
+        for key in ("_parameters", "_buffers") if path == "" else tuple(vars(m)):
+            walk(vars(m)[key], (path, key))
+    return found
 
 
 # --------------------------------------------------------------------------------------
