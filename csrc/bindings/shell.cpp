@@ -104,6 +104,106 @@ PyObject* shell(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     return obj.release().ptr();
 }
 
+/// Tuples nested deeper than this are declined (deepcopy then decides).
+constexpr int max_depth = 32;
+
+/// Whether `v` is one of the `atoms` types exactly, or a tuple (exactly) of such,
+/// nested up to `max_depth`: what ``copy.deepcopy`` returns as is.
+bool is_atomic(PyObject* v, PyObject* atoms, int depth = 0) {
+    if(PyTuple_CheckExact(v)) {
+        if(depth == max_depth) {
+            return false;
+        }
+        const Py_ssize_t n = PyTuple_GET_SIZE(v);
+        for(Py_ssize_t i = 0; i < n; ++i) {
+            if(!is_atomic(PyTuple_GET_ITEM(v, i), atoms, depth + 1)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    // (a frozenset of types: the lookup hashes the type object, it cannot fail)
+    return PySet_Contains(atoms, reinterpret_cast<PyObject*>(Py_TYPE(v))) == 1;
+}
+
+/// Whether every item of the container `v` is atomic (a dict's values).
+bool holds_atoms(PyObject* v, PyObject* atoms) {
+    PyTypeObject* tp = Py_TYPE(v);
+    if(tp == &PyDict_Type || tp == &PyODict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject* key = nullptr;
+        PyObject* value = nullptr;
+        while(PyDict_Next(v, &pos, &key, &value) != 0) {
+            if(!is_atomic(value, atoms)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    if(tp == &PyList_Type) {
+        const Py_ssize_t n = PyList_GET_SIZE(v);
+        for(Py_ssize_t i = 0; i < n; ++i) {
+            if(!is_atomic(PyList_GET_ITEM(v, i), atoms)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    // a set (rare here): through the iterator protocol
+    py::object it = py::reinterpret_steal<py::object>(PyObject_GetIter(v));
+    if(!it) {
+        PyErr_Clear();
+        return false;
+    }
+    while(PyObject* item = PyIter_Next(it.ptr())) {
+        const bool ok = is_atomic(item, atoms);
+        Py_DECREF(item);
+        if(!ok) {
+            return false;
+        }
+    }
+    if(PyErr_Occurred() != nullptr) {
+        PyErr_Clear();
+        return false;
+    }
+    return true;
+}
+
+bool is_container(PyTypeObject* tp) {
+    return tp == &PyDict_Type || tp == &PyODict_Type || tp == &PySet_Type ||
+           tp == &PyList_Type;
+}
+
+PyObject*
+copies_as_deepcopy(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if(nargs != 3 || !PyDict_CheckExact(args[0]) || !PyFrozenSet_CheckExact(args[1]) ||
+       !PyUnicode_CheckExact(args[2])) {
+        PyErr_SetString(
+            PyExc_TypeError,
+            "copies_as_deepcopy(state: dict, atoms: frozenset, exempt: str)");
+        return nullptr;
+    }
+    PyObject* state = args[0];
+    PyObject* atoms = args[1];
+    PyObject* exempt = args[2];
+    Py_ssize_t pos = 0;
+    PyObject* key = nullptr;
+    PyObject* value = nullptr;
+    while(PyDict_Next(state, &pos, &key, &value) != 0) {
+        if(is_container(Py_TYPE(value))) {
+            // (the exempt key's container is copied, its items are not checked)
+            const bool exempted =
+                PyUnicode_CheckExact(key) && PyUnicode_Compare(key, exempt) == 0;
+            if(!exempted && !holds_atoms(value, atoms)) {
+                Py_RETURN_FALSE;
+            }
+        } else if(!is_atomic(value, atoms)) {
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 PyMethodDef shell_def[] = {
     {"shell",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(shell)),
@@ -112,6 +212,14 @@ PyMethodDef shell_def[] = {
      "``cls.__new__(cls)`` whose ``__dict__`` is filled from `state`, in its order: "
      "each dict, OrderedDict, set or list (exact types) as a shallow copy, anything "
      "else as is, and `attrs`' values in place of (or after) the state's."},
+    {"copies_as_deepcopy",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(copies_as_deepcopy)),
+     METH_FASTCALL,
+     "copies_as_deepcopy(state, atoms, exempt)\n--\n\n"
+     "Whether ``shell(cls, state)`` holds what ``copy.deepcopy`` would: every value "
+     "of `state` is atomic (its type exactly one of `atoms`, or a tuple of atomic "
+     "values) or a dict, OrderedDict, set or list (exact types, which shell copies) "
+     "of atomic values; the container at key `exempt` may hold anything."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

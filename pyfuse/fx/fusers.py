@@ -63,35 +63,24 @@ __all__ = [
 ]
 
 
-_IMMUTABLE = frozenset(
+#: What copy.deepcopy returns as is (functions included), or copies to an equal
+#: value; a tuple is atomic when what it holds is (``_core.copies_as_deepcopy``).
+_ATOMS: frozenset[type] = frozenset(
     {
         int,
         float,
         bool,
         str,
         bytes,
-        tuple,
         type(None),
         torch.dtype,
         torch.device,
         types.FunctionType,
         types.BuiltinFunctionType,
     }
-)  # what copy.deepcopy returns as is (functions included), or copies to an equal value
+)
+#: The containers ``_core.shell`` copies (shallow).
 _CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
-_SHELL = _IMMUTABLE | _CONTAINERS
-_ATOMS = _IMMUTABLE - {tuple}
-
-
-def _all_immutable(values: Iterable[Any]) -> bool:
-    """Whether sharing each of `values` is what ``copy.deepcopy`` gives: immutable
-    atoms, or tuples of them (deepcopy copies a tuple that holds a list).
-    `values` is read twice."""
-    if _ATOMS.issuperset(map(type, values)):
-        return True
-    return all(
-        _all_immutable(v) if type(v) is tuple else type(v) in _ATOMS for v in values
-    )
 
 
 def registration_hooks() -> bool:
@@ -111,20 +100,9 @@ def _shell_copy(module: torch.nn.Module) -> torch.nn.Module | None:
     if (
         d.get("_buffers")
         or d.get("_modules")
-        or not _SHELL.issuperset(map(type, d.values()))
+        or not _core.copies_as_deepcopy(d, _ATOMS, "_parameters")
     ):
         return None
-    for k, v in d.items():
-        t = type(v)
-        if t is tuple:
-            held = v
-        elif t in _CONTAINERS and v and k != "_parameters":
-            held = v.values() if t is dict or t is collections.OrderedDict else v
-        else:
-            continue
-        # (atoms: the common case, tested inline)
-        if not _ATOMS.issuperset(map(type, held)) and not _all_immutable(held):
-            return None
     # (copies of the containers, everything else shared)
     clone: torch.nn.Module = _core.shell(module.__class__, d)
     return clone

@@ -125,3 +125,67 @@ def test_new_of_the_class_runs():
 def test_bad_arguments_are_named(args, error, message):
     with pytest.raises(error, match=message):
         _core.shell(*args)
+
+
+_ATOMS = frozenset({int, str, type(None)})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1,
+        "x",
+        None,
+        (1, ("a", (None,))),
+        [1, (2, "b")],
+        {"k": (1,)},
+        {3},
+        OrderedDict(a=1),
+    ],
+    ids=repr,
+)
+def test_atoms_and_containers_of_atoms_copy_as_deepcopy(value):
+    assert _core.copies_as_deepcopy({"v": value}, _ATOMS, "p")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1.5,  # a type outside the atoms
+        ([1],),  # deepcopy copies a list inside a tuple
+        (1, (2, {})),
+        [[1]],  # and a list inside a list (shell copies the outer one only)
+        {"k": ([1],)},
+        [(1, [2])],
+        {frozenset()},
+        defaultdict(list),  # not exactly a container shell copies
+        OrderedDict(a=[1]),
+    ],
+    ids=repr,
+)
+def test_anything_deepcopy_would_copy_is_declined(value):
+    assert not _core.copies_as_deepcopy({"a": 1, "v": value}, _ATOMS, "p")
+
+
+def test_the_exempt_container_may_hold_anything_but_must_be_a_container():
+    assert _core.copies_as_deepcopy({"p": {"w": object()}}, _ATOMS, "p")
+    assert not _core.copies_as_deepcopy({"q": {"w": object()}}, _ATOMS, "p")
+    assert not _core.copies_as_deepcopy({"p": object()}, _ATOMS, "p")
+
+
+def test_deeply_nested_tuples_are_declined_not_recursed_without_end():
+    deep = 1
+    for _ in range(100_000):
+        deep = (deep,)
+    assert not _core.copies_as_deepcopy({"v": deep}, _ATOMS, "p")
+    shallow = 1
+    for _ in range(30):
+        shallow = (shallow,)
+    assert _core.copies_as_deepcopy({"v": shallow}, _ATOMS, "p")
+
+
+def test_copies_as_deepcopy_checks_its_arguments():
+    with pytest.raises(TypeError):
+        _core.copies_as_deepcopy([], _ATOMS, "p")
+    with pytest.raises(TypeError):
+        _core.copies_as_deepcopy({}, set(_ATOMS), "p")
