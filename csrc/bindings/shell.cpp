@@ -122,8 +122,12 @@ bool is_atomic(PyObject* v, PyObject* atoms, int depth = 0) {
         }
         return true;
     }
-    // (a frozenset of types: the lookup hashes the type object, it cannot fail)
-    return PySet_Contains(atoms, reinterpret_cast<PyObject*>(Py_TYPE(v))) == 1;
+    // (a metaclass's __hash__ could fail: then not atomic, and no error left set)
+    const int found = PySet_Contains(atoms, reinterpret_cast<PyObject*>(Py_TYPE(v)));
+    if(found < 0) {
+        PyErr_Clear();
+    }
+    return found == 1;
 }
 
 /// Whether every item of the container `v` is atomic (a dict's values).

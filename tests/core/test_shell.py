@@ -184,6 +184,16 @@ def test_deeply_nested_tuples_are_declined_not_recursed_without_end():
     assert _core.copies_as_deepcopy({"v": shallow}, _ATOMS, "p")
 
 
+class _Unhashable(type):
+    def __hash__(cls):
+        raise TypeError("no hash")
+
+
+def test_a_type_that_cannot_be_hashed_is_not_an_atom():
+    odd = _Unhashable("Odd", (), {})
+    assert not _core.copies_as_deepcopy({"v": odd()}, _ATOMS, "p")
+
+
 def test_copies_as_deepcopy_checks_its_arguments():
     with pytest.raises(TypeError):
         _core.copies_as_deepcopy([], _ATOMS, "p")
